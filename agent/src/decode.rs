@@ -1,0 +1,330 @@
+//! Bytes from the per-CPU buffers → typed events. The kernel is an untrusted
+//! producer here: every length and enum value is checked, and a record that
+//! does not check out is an error the caller counts, never a panic.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use kscope_common::{
+    AF_INET, AF_INET6, EventHeader, EventKind, HookFormId, ProcessExecEvent, ProcessExitEvent,
+    TcpEvent, TcpRole,
+};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("record of {0} bytes is shorter than an event header")]
+    TooShort(usize),
+    #[error("unknown event kind {0}")]
+    UnknownKind(u32),
+    #[error("{kind:?} record of {got} bytes, expected at least {want}")]
+    Truncated { kind: EventKind, got: usize, want: usize },
+    #[error("unknown hook form {0}")]
+    UnknownHookForm(u32),
+    #[error("unknown TCP role {0}")]
+    UnknownRole(u32),
+    #[error("unknown address family {0}")]
+    UnknownFamily(u32),
+    #[error("filename length {0} exceeds its buffer")]
+    BadFilenameLength(u32),
+}
+
+/// Who and when, common to every event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    pub hook_form: HookFormId,
+    pub pid: u32,
+    pub tid: u32,
+    pub timestamp_ns: u64,
+    pub cgroup_id: u64,
+    pub comm: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    Exec(ExecEvent),
+    Exit(ExitEvent),
+    Tcp(TcpConnEvent),
+}
+
+impl Event {
+    pub fn origin(&self) -> &Origin {
+        match self {
+            Self::Exec(e) => &e.origin,
+            Self::Exit(e) => &e.origin,
+            Self::Tcp(e) => &e.origin,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecEvent {
+    pub origin: Origin,
+    pub ppid: u32,
+    pub filename: String,
+    pub filename_truncated: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExitEvent {
+    pub origin: Origin,
+    pub ppid: u32,
+    /// Set when the process exited (by `exit`), with its code.
+    pub exit_code: Option<u8>,
+    /// Set when a signal ended it.
+    pub signal: Option<u8>,
+    pub lifetime_ns: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TcpStep {
+    Connect,
+    Accept,
+    Close,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TcpConnEvent {
+    pub origin: Origin,
+    pub step: TcpStep,
+    pub sock_id: u64,
+    /// `None` for a connection that was open before kscope started.
+    pub role: Option<TcpRole>,
+    pub local: (IpAddr, u16),
+    pub remote: (IpAddr, u16),
+    pub never_established: bool,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    pub duration_ns: u64,
+}
+
+/// Copies a `#[repr(C)]` plain-data record out of `bytes` (which may be
+/// unaligned; perf samples are only 8-byte aligned after their size word).
+fn read_record<T: Copy>(bytes: &[u8]) -> Option<T> {
+    if bytes.len() < size_of::<T>() {
+        return None;
+    }
+    // SAFETY: the length is checked above; `T` is one of the kscope_common
+    // records, made of integers only, so any bit pattern is a valid value.
+    Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+}
+
+fn record<T: Copy>(bytes: &[u8], kind: EventKind) -> Result<T, DecodeError> {
+    read_record(bytes).ok_or(DecodeError::Truncated { kind, got: bytes.len(), want: size_of::<T>() })
+}
+
+fn comm(raw: &[u8]) -> String {
+    let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
+    String::from_utf8_lossy(&raw[..end]).into_owned()
+}
+
+fn origin(header: &EventHeader) -> Result<Origin, DecodeError> {
+    Ok(Origin {
+        hook_form: HookFormId::from_u32(header.hook_form).ok_or(DecodeError::UnknownHookForm(header.hook_form))?,
+        pid: header.pid,
+        tid: header.tid,
+        timestamp_ns: header.timestamp_ns,
+        cgroup_id: header.cgroup_id,
+        comm: comm(&header.comm),
+    })
+}
+
+fn address(family: u32, raw: [u8; 16]) -> Result<IpAddr, DecodeError> {
+    match u16::try_from(family) {
+        Ok(AF_INET) => Ok(IpAddr::V4(Ipv4Addr::new(raw[0], raw[1], raw[2], raw[3]))),
+        Ok(AF_INET6) => Ok(IpAddr::V6(Ipv6Addr::from(raw))),
+        _ => Err(DecodeError::UnknownFamily(family)),
+    }
+}
+
+/// Decodes one record as the kernel programs wrote it.
+pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
+    let header: EventHeader = read_record(bytes).ok_or(DecodeError::TooShort(bytes.len()))?;
+    let kind = EventKind::from_u32(header.kind).ok_or(DecodeError::UnknownKind(header.kind))?;
+    let origin = origin(&header)?;
+    match kind {
+        EventKind::ProcessExec => {
+            let raw: ProcessExecEvent = record(bytes, kind)?;
+            let len = raw.filename_len as usize;
+            let name = raw.filename.get(..len).ok_or(DecodeError::BadFilenameLength(raw.filename_len))?;
+            Ok(Event::Exec(ExecEvent {
+                origin,
+                ppid: raw.ppid,
+                filename: String::from_utf8_lossy(name).into_owned(),
+                filename_truncated: raw.filename_truncated != 0,
+            }))
+        }
+        EventKind::ProcessExit => {
+            let raw: ProcessExitEvent = record(bytes, kind)?;
+            let signal = (raw.exit_status & 0x7f) as u8;
+            Ok(Event::Exit(ExitEvent {
+                origin,
+                ppid: raw.ppid,
+                exit_code: (signal == 0).then_some(((raw.exit_status >> 8) & 0xff) as u8),
+                signal: (signal != 0).then_some(signal),
+                lifetime_ns: raw.lifetime_ns,
+            }))
+        }
+        EventKind::TcpConnect | EventKind::TcpAccept | EventKind::TcpClose => {
+            let raw: TcpEvent = record(bytes, kind)?;
+            let role = match raw.role {
+                0 => None,
+                r => Some(TcpRole::from_u32(r).ok_or(DecodeError::UnknownRole(r))?),
+            };
+            Ok(Event::Tcp(TcpConnEvent {
+                origin,
+                step: match kind {
+                    EventKind::TcpConnect => TcpStep::Connect,
+                    EventKind::TcpAccept => TcpStep::Accept,
+                    _ => TcpStep::Close,
+                },
+                sock_id: raw.sock_id,
+                role,
+                local: (address(raw.family, raw.local_addr)?, raw.local_port),
+                remote: (address(raw.family, raw.remote_addr)?, raw.remote_port),
+                never_established: raw.never_established != 0,
+                bytes_sent: raw.bytes_sent,
+                bytes_received: raw.bytes_received,
+                duration_ns: raw.duration_ns,
+            }))
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use kscope_common::{COMM_LEN, FILENAME_LEN};
+
+    use super::*;
+
+    pub(crate) fn header(kind: EventKind) -> EventHeader {
+        let mut comm = [0u8; COMM_LEN];
+        comm[..4].copy_from_slice(b"curl");
+        EventHeader {
+            kind: kind as u32,
+            hook_form: HookFormId::Tracepoint as u32,
+            pid: 4242,
+            tid: 4243,
+            timestamp_ns: 1_000,
+            cgroup_id: 77,
+            comm,
+        }
+    }
+
+    pub(crate) fn bytes_of<T>(value: &T) -> Vec<u8> {
+        // SAFETY: test records are plain data with explicit padding.
+        unsafe { std::slice::from_raw_parts(std::ptr::from_ref(value).cast::<u8>(), size_of::<T>()) }.to_vec()
+    }
+
+    pub(crate) fn tcp_close() -> TcpEvent {
+        let mut local = [0u8; 16];
+        local[..4].copy_from_slice(&[127, 0, 0, 1]);
+        TcpEvent {
+            header: header(EventKind::TcpClose),
+            sock_id: 0xffff_8880_0000_1000,
+            role: TcpRole::Client as u32,
+            family: u32::from(AF_INET),
+            local_port: 40000,
+            remote_port: 8080,
+            never_established: 0,
+            local_addr: local,
+            remote_addr: local,
+            bytes_sent: 78,
+            bytes_received: 600,
+            duration_ns: 5_000_000,
+        }
+    }
+
+    #[test]
+    fn decodes_tcp_close() {
+        let event = decode(&bytes_of(&tcp_close())).unwrap();
+        let Event::Tcp(tcp) = event else { panic!("not tcp: {event:?}") };
+        assert_eq!(tcp.step, TcpStep::Close);
+        assert_eq!(tcp.role, Some(TcpRole::Client));
+        assert_eq!(tcp.local, ("127.0.0.1".parse().unwrap(), 40000));
+        assert_eq!(tcp.remote, ("127.0.0.1".parse().unwrap(), 8080));
+        assert_eq!((tcp.bytes_sent, tcp.bytes_received, tcp.duration_ns), (78, 600, 5_000_000));
+        assert_eq!(tcp.origin.comm, "curl");
+        assert_eq!((tcp.origin.pid, tcp.origin.tid, tcp.origin.cgroup_id), (4242, 4243, 77));
+    }
+
+    #[test]
+    fn decodes_ipv6() {
+        let mut raw = tcp_close();
+        raw.family = u32::from(AF_INET6);
+        raw.remote_addr = Ipv6Addr::LOCALHOST.octets();
+        let Event::Tcp(tcp) = decode(&bytes_of(&raw)).unwrap() else { panic!() };
+        assert_eq!(tcp.remote.0, IpAddr::V6(Ipv6Addr::LOCALHOST));
+    }
+
+    #[test]
+    fn decodes_exec_and_exit() {
+        let mut filename = [0u8; FILENAME_LEN];
+        filename[..13].copy_from_slice(b"/usr/bin/curl");
+        let exec = ProcessExecEvent {
+            header: header(EventKind::ProcessExec),
+            ppid: 1,
+            filename_len: 13,
+            filename_truncated: 0,
+            _pad: 0,
+            filename,
+        };
+        let Event::Exec(e) = decode(&bytes_of(&exec)).unwrap() else { panic!() };
+        assert_eq!((e.filename.as_str(), e.ppid, e.filename_truncated), ("/usr/bin/curl", 1, false));
+
+        let exit = ProcessExitEvent { header: header(EventKind::ProcessExit), ppid: 1, exit_status: 7 << 8, lifetime_ns: 9 };
+        let Event::Exit(x) = decode(&bytes_of(&exit)).unwrap() else { panic!() };
+        assert_eq!((x.exit_code, x.signal, x.lifetime_ns), (Some(7), None, 9));
+
+        let killed = ProcessExitEvent { exit_status: 9, ..exit };
+        let Event::Exit(x) = decode(&bytes_of(&killed)).unwrap() else { panic!() };
+        assert_eq!((x.exit_code, x.signal), (None, Some(9)));
+    }
+
+    #[test]
+    fn rejects_bad_records() {
+        assert_eq!(decode(&[0; 10]), Err(DecodeError::TooShort(10)));
+        let mut h = header(EventKind::TcpClose);
+        h.kind = 99;
+        assert_eq!(decode(&bytes_of(&h)), Err(DecodeError::UnknownKind(99)));
+        let h = header(EventKind::TcpClose);
+        assert!(matches!(decode(&bytes_of(&h)), Err(DecodeError::Truncated { .. })));
+        let mut raw = tcp_close();
+        raw.family = 3;
+        assert_eq!(decode(&bytes_of(&raw)), Err(DecodeError::UnknownFamily(3)));
+        raw = tcp_close();
+        raw.role = 9;
+        assert_eq!(decode(&bytes_of(&raw)), Err(DecodeError::UnknownRole(9)));
+        raw = tcp_close();
+        raw.header.hook_form = 0;
+        assert_eq!(decode(&bytes_of(&raw)), Err(DecodeError::UnknownHookForm(0)));
+    }
+
+    #[test]
+    fn filename_length_beyond_buffer_is_an_error() {
+        let exec = ProcessExecEvent {
+            header: header(EventKind::ProcessExec),
+            ppid: 1,
+            filename_len: 5000,
+            filename_truncated: 0,
+            _pad: 0,
+            filename: [0; FILENAME_LEN],
+        };
+        assert_eq!(decode(&bytes_of(&exec)), Err(DecodeError::BadFilenameLength(5000)));
+    }
+
+    /// Every prefix and every byte flip of a valid record decodes or errors;
+    /// nothing panics.
+    #[test]
+    fn never_panics_on_mangled_records() {
+        let good = bytes_of(&tcp_close());
+        for len in 0..=good.len() {
+            let _ = decode(&good[..len]);
+        }
+        for i in 0..good.len() {
+            for bit in 0..8 {
+                let mut bad = good.clone();
+                bad[i] ^= 1 << bit;
+                let _ = decode(&bad);
+            }
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! kscope: an eBPF observability agent. `kscope run` streams process and TCP
+//! lifecycle events; `kscope probe` shows which hook form each sensor uses on
+//! this kernel and why better ones were rejected.
+
+mod decode;
+mod kernel;
+mod loader;
+mod output;
+mod preflight;
+mod run;
+mod sensors;
+mod stats;
+mod transport;
+
+use std::{io::Write, process::ExitCode, time::Duration};
+
+use clap::{Parser, Subcommand};
+
+use crate::{
+    output::OutputFormat,
+    run::RunOptions,
+    sensors::HookForm,
+};
+
+#[derive(Debug, Parser)]
+#[command(name = "kscope", version, about = "eBPF observability agent")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Attach the sensors and print events until Ctrl-C.
+    Run {
+        /// How events are printed.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Console)]
+        output: OutputFormat,
+        /// Run every sensor on this hook form only (fails a sensor that cannot).
+        #[arg(long, value_enum)]
+        hook_form: Option<HookForm>,
+        /// Seconds between stats records.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+        stats_interval: u64,
+        /// Stop after this many seconds (default: run until Ctrl-C).
+        #[arg(long)]
+        duration: Option<f64>,
+        /// Pages of each per-CPU buffer (a power of two).
+        #[arg(long, default_value_t = 64, value_parser = parse_pages)]
+        buffer_pages: usize,
+        /// Events the queue between buffers and output holds before dropping (counted).
+        #[arg(long, default_value_t = 65536, value_parser = clap::value_parser!(u64).range(1..))]
+        queue: u64,
+    },
+    /// Show, per sensor, the hook form this kernel allows and why better forms were rejected.
+    Probe {
+        #[arg(long, value_enum, default_value_t = OutputFormat::Console)]
+        output: OutputFormat,
+    },
+}
+
+fn parse_pages(text: &str) -> Result<usize, String> {
+    let pages: usize = text.parse().map_err(|_| format!("{text:?} is not a number"))?;
+    if pages.is_power_of_two() && pages <= 4096 {
+        Ok(pages)
+    } else {
+        Err(format!("{pages} is not a power of two between 1 and 4096"))
+    }
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("KSCOPE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run { output, hook_form, stats_interval, duration, buffer_pages, queue } => {
+            let duration = match duration.map(Duration::try_from_secs_f64).transpose() {
+                Ok(d) => d,
+                Err(err) => {
+                    eprintln!("error: --duration: {err}");
+                    return ExitCode::from(2);
+                }
+            };
+            let opts = RunOptions {
+                output,
+                hook_form,
+                stats_interval: Duration::from_secs(stats_interval),
+                duration,
+                pages_per_cpu: buffer_pages,
+                queue_capacity: usize::try_from(queue).unwrap_or(usize::MAX),
+            };
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .map_err(anyhow::Error::from)
+                .and_then(|rt| rt.block_on(run::run(opts)))
+        }
+        Command::Probe { output } => probe(output),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            // One line: the whole chain, no backtrace.
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Attaches each sensor as `run` would (so fentry's load-time refusal is
+/// seen), reports, and detaches.
+fn probe(format: OutputFormat) -> anyhow::Result<()> {
+    let attached = run::attach(None)?;
+    let mut out = std::io::stdout().lock();
+    match format {
+        OutputFormat::Console => {
+            writeln!(out, "kernel {}", attached.features.release)?;
+            for line in output::choice_lines(&attached.choices) {
+                writeln!(out, "{line}")?;
+            }
+        }
+        OutputFormat::Json => {
+            let record = serde_json::json!({
+                "type": "probe",
+                "kernel": attached.features.release,
+                "sensors": attached.choices,
+            });
+            writeln!(out, "{record}")?;
+        }
+    }
+    Ok(())
+}

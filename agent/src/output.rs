@@ -1,0 +1,297 @@
+//! Events and stats as people read them: one line per event on the console,
+//! or JSON lines with stable field names (documented in the README).
+
+use std::{
+    io::Write,
+    net::IpAddr,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use kscope_common::{HookFormId, TcpRole};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::{
+    decode::{Event, Origin, TcpStep},
+    sensors::SensorChoice,
+    stats::{LedgerSnapshot, ProgramStats, SensorCounts},
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    Console,
+    Json,
+}
+
+/// Turns kernel monotonic timestamps into wall-clock time.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    realtime_minus_monotonic_ns: i128,
+}
+
+impl Clock {
+    pub fn now() -> Self {
+        let read = |clock| {
+            let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+            // SAFETY: `ts` is a valid out-pointer for clock_gettime.
+            unsafe { libc::clock_gettime(clock, &mut ts) };
+            i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
+        };
+        let mono = read(libc::CLOCK_MONOTONIC);
+        let real = read(libc::CLOCK_REALTIME);
+        Self { realtime_minus_monotonic_ns: real - mono }
+    }
+
+    pub fn unix_nanos(&self, monotonic_ns: u64) -> u64 {
+        u64::try_from(i128::from(monotonic_ns) + self.realtime_minus_monotonic_ns).unwrap_or(0)
+    }
+}
+
+fn hook_form(id: HookFormId) -> &'static str {
+    match id {
+        HookFormId::Kprobe => "kprobe",
+        HookFormId::Fentry => "fentry",
+        HookFormId::Tracepoint => "tracepoint",
+    }
+}
+
+fn role(role: Option<TcpRole>) -> Option<&'static str> {
+    role.map(|r| match r {
+        TcpRole::Client => "client",
+        TcpRole::Server => "server",
+    })
+}
+
+fn step(step: TcpStep) -> &'static str {
+    match step {
+        TcpStep::Connect => "tcp.connect",
+        TcpStep::Accept => "tcp.accept",
+        TcpStep::Close => "tcp.close",
+    }
+}
+
+fn origin_fields(origin: &Origin, clock: &Clock) -> serde_json::Map<String, Value> {
+    let mut map = serde_json::Map::new();
+    map.insert("time_unix_nano".into(), json!(clock.unix_nanos(origin.timestamp_ns)));
+    map.insert("hook_form".into(), json!(hook_form(origin.hook_form)));
+    map.insert("pid".into(), json!(origin.pid));
+    map.insert("tid".into(), json!(origin.tid));
+    map.insert("comm".into(), json!(origin.comm));
+    map.insert("cgroup_id".into(), json!(origin.cgroup_id));
+    map
+}
+
+/// The JSON record of one event; field names are part of kscope's interface.
+pub fn event_json(event: &Event, clock: &Clock) -> Value {
+    let mut map = serde_json::Map::new();
+    let kind = match event {
+        Event::Exec(_) => "process.exec",
+        Event::Exit(_) => "process.exit",
+        Event::Tcp(t) => step(t.step),
+    };
+    map.insert("type".into(), json!(kind));
+    map.extend(origin_fields(event.origin(), clock));
+    match event {
+        Event::Exec(e) => {
+            map.insert("ppid".into(), json!(e.ppid));
+            map.insert("filename".into(), json!(e.filename));
+            map.insert("filename_truncated".into(), json!(e.filename_truncated));
+        }
+        Event::Exit(e) => {
+            map.insert("ppid".into(), json!(e.ppid));
+            map.insert("exit_code".into(), json!(e.exit_code));
+            map.insert("signal".into(), json!(e.signal));
+            map.insert("lifetime_ns".into(), json!(e.lifetime_ns));
+        }
+        Event::Tcp(t) => {
+            map.insert("sock_id".into(), json!(format!("{:#x}", t.sock_id)));
+            map.insert("role".into(), json!(role(t.role)));
+            map.insert("local_addr".into(), json!(t.local.0.to_string()));
+            map.insert("local_port".into(), json!(t.local.1));
+            map.insert("remote_addr".into(), json!(t.remote.0.to_string()));
+            map.insert("remote_port".into(), json!(t.remote.1));
+            if t.step == TcpStep::Close {
+                map.insert("bytes_sent".into(), json!(t.bytes_sent));
+                map.insert("bytes_received".into(), json!(t.bytes_received));
+                map.insert("duration_ns".into(), json!(t.duration_ns));
+                map.insert("never_established".into(), json!(t.never_established));
+            }
+        }
+    }
+    Value::Object(map)
+}
+
+fn endpoint(addr: &(IpAddr, u16)) -> String {
+    match addr.0 {
+        IpAddr::V4(ip) => format!("{ip}:{}", addr.1),
+        IpAddr::V6(ip) => format!("[{ip}]:{}", addr.1),
+    }
+}
+
+fn wall_time(unix_ns: u64) -> String {
+    let secs = unix_ns / 1_000_000_000;
+    let ms = (unix_ns / 1_000_000) % 1000;
+    format!("{:02}:{:02}:{:02}.{ms:03}", (secs / 3600) % 24, (secs / 60) % 60, secs % 60)
+}
+
+pub fn human_duration(ns: u64) -> String {
+    let d = Duration::from_nanos(ns);
+    if d >= Duration::from_secs(1) {
+        format!("{:.2}s", d.as_secs_f64())
+    } else if d >= Duration::from_millis(1) {
+        format!("{:.2}ms", d.as_secs_f64() * 1e3)
+    } else {
+        format!("{:.1}us", d.as_secs_f64() * 1e6)
+    }
+}
+
+/// The console line of one event (UTC time of day first).
+pub fn event_line(event: &Event, clock: &Clock) -> String {
+    let o = event.origin();
+    let time = wall_time(clock.unix_nanos(o.timestamp_ns));
+    let who = format!("pid={} comm={}", o.pid, o.comm);
+    match event {
+        Event::Exec(e) => format!(
+            "{time} exec    {who} ppid={} cgroup={} filename={}{}",
+            e.ppid,
+            o.cgroup_id,
+            e.filename,
+            if e.filename_truncated { "…" } else { "" }
+        ),
+        Event::Exit(e) => {
+            let how = match (e.exit_code, e.signal) {
+                (_, Some(sig)) => format!("signal={sig}"),
+                (Some(code), None) => format!("code={code}"),
+                (None, None) => "code=?".into(),
+            };
+            format!("{time} exit    {who} ppid={} {how} lifetime={}", e.ppid, human_duration(e.lifetime_ns))
+        }
+        Event::Tcp(t) => {
+            let arrow = format!("{} -> {}", endpoint(&t.local), endpoint(&t.remote));
+            let role = role(t.role).unwrap_or("unknown");
+            match t.step {
+                TcpStep::Connect => format!("{time} connect {who} {arrow} role={role}"),
+                TcpStep::Accept => format!("{time} accept  {who} {arrow} role={role}"),
+                TcpStep::Close => format!(
+                    "{time} close   {who} {arrow} role={role} sent={} received={} duration={}{}",
+                    t.bytes_sent,
+                    t.bytes_received,
+                    human_duration(t.duration_ns),
+                    if t.never_established { " never-established" } else { "" }
+                ),
+            }
+        }
+    }
+}
+
+/// The periodic stats record and the summary at exit share this shape.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatsRecord {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub time_unix_nano: u64,
+    pub uptime_ns: u64,
+    pub bpf_stats_enabled: bool,
+    pub programs: Vec<ProgramStats>,
+    pub sensors: Vec<SensorCounts>,
+    pub ledger: LedgerSnapshot,
+    pub lost_events: u64,
+}
+
+pub fn unix_now_ns() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+}
+
+pub fn stats_lines(stats: &StatsRecord) -> Vec<String> {
+    let l = &stats.ledger;
+    let mut lines = vec![format!(
+        "kscope {}: {} events read, {} lost in the kernel (per CPU {:?}), {} undecodable, {} dropped at the queue, {} written",
+        if stats.kind == "summary" { "summary" } else { "stats" },
+        l.read(),
+        l.lost(),
+        l.lost_per_cpu,
+        l.decode_errors,
+        l.queue_dropped,
+        l.written
+    )];
+    for s in &stats.sensors {
+        lines.push(format!("  sensor {:<8} emitted={} emit_failed={}", s.sensor, s.emitted, s.emit_failed));
+    }
+    if stats.bpf_stats_enabled {
+        for p in &stats.programs {
+            lines.push(format!(
+                "  program {:<24} runs={} avg={}ns total={}",
+                p.program,
+                p.run_count,
+                p.avg_ns_per_run,
+                human_duration(p.run_time_ns)
+            ));
+        }
+    } else {
+        lines.push("  program costs unavailable: BPF run-time statistics could not be enabled".into());
+    }
+    lines
+}
+
+pub fn choice_lines(choices: &[SensorChoice]) -> Vec<String> {
+    let mut lines = Vec::new();
+    for c in choices {
+        match c.chosen {
+            Some(form) => lines.push(format!("{:<8} {form:<10} ({})", c.sensor, c.description)),
+            None => lines.push(format!("{:<8} {:<10} ({})", c.sensor, "NOT RUNNING", c.description)),
+        }
+        for r in &c.rejected {
+            lines.push(format!("         rejected {}: {}", r.form, r.reason));
+        }
+        if let Some(d) = &c.degraded {
+            lines.push(format!("         degraded: {d}"));
+        }
+    }
+    lines
+}
+
+/// Writes one line; a closed stdout (e.g. `| head`) ends output quietly.
+pub fn write_line(out: &mut impl Write, line: &str) -> std::io::Result<()> {
+    out.write_all(line.as_bytes())?;
+    out.write_all(b"\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::{decode, tests::{bytes_of, tcp_close}};
+
+    #[test]
+    fn json_record_has_the_documented_fields() {
+        let clock = Clock { realtime_minus_monotonic_ns: 1_700_000_000_000_000_000 };
+        let event = decode(&bytes_of(&tcp_close())).unwrap();
+        let value = event_json(&event, &clock);
+        assert_eq!(
+            value,
+            json!({
+                "type": "tcp.close", "time_unix_nano": 1_700_000_000_000_001_000u64,
+                "hook_form": "tracepoint", "pid": 4242, "tid": 4243, "comm": "curl", "cgroup_id": 77,
+                "sock_id": "0xffff888000001000", "role": "client",
+                "local_addr": "127.0.0.1", "local_port": 40000, "remote_addr": "127.0.0.1", "remote_port": 8080,
+                "bytes_sent": 78, "bytes_received": 600, "duration_ns": 5_000_000, "never_established": false
+            })
+        );
+    }
+
+    #[test]
+    fn console_line_reads_left_to_right() {
+        let clock = Clock { realtime_minus_monotonic_ns: 0 };
+        let event = decode(&bytes_of(&tcp_close())).unwrap();
+        assert_eq!(
+            event_line(&event, &clock),
+            "00:00:00.000 close   pid=4242 comm=curl 127.0.0.1:40000 -> 127.0.0.1:8080 role=client sent=78 received=600 duration=5.00ms"
+        );
+    }
+
+    #[test]
+    fn durations_pick_a_unit() {
+        assert_eq!(human_duration(1_500), "1.5us");
+        assert_eq!(human_duration(2_500_000), "2.50ms");
+        assert_eq!(human_duration(3_000_000_000), "3.00s");
+    }
+}

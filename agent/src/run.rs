@@ -1,0 +1,278 @@
+//! `kscope run`: attach the sensors, drain the buffers, print events, and
+//! account for every event until Ctrl-C (or `--duration`).
+
+use std::{
+    io::Write,
+    sync::{Arc, atomic::Ordering::Relaxed},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use aya::{
+    Ebpf,
+    maps::{MapData, PerCpuArray, perf::PerfEventArray},
+    sys::{Stats, enable_stats},
+};
+use kscope_common::names;
+use tokio::{signal::unix::SignalKind, sync::mpsc};
+
+use crate::{
+    decode::Event,
+    kernel::KernelFeatures,
+    loader,
+    output::{self, Clock, OutputFormat, StatsRecord},
+    preflight,
+    sensors::{self, HookForm, SENSORS, SensorChoice},
+    stats::{LossLedger, ProgramStats, SensorCounts},
+    transport,
+};
+
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub output: OutputFormat,
+    pub hook_form: Option<HookForm>,
+    pub stats_interval: Duration,
+    pub duration: Option<Duration>,
+    pub pages_per_cpu: usize,
+    pub queue_capacity: usize,
+}
+
+/// Sensors attached into a loaded object, ready to stream.
+pub struct Attached {
+    pub ebpf: Ebpf,
+    pub choices: Vec<SensorChoice>,
+    pub features: KernelFeatures,
+}
+
+/// Preflight, feature detection, load, and the per-sensor form choice.
+pub fn attach(forced: Option<HookForm>) -> anyhow::Result<Attached> {
+    preflight::check_capabilities()?;
+    if let Some(note) = preflight::ensure_tracefs() {
+        tracing::info!("{note}");
+    }
+    let features = KernelFeatures::detect(&sensors::wanted());
+    let mut ebpf = loader::load(&features).context("cannot load kscope's eBPF object")?;
+    let btf = aya::Btf::from_sys_fs().ok();
+    let choices = sensors::choose_and_attach(&features, forced, |form| {
+        sensors::attach_form(&mut ebpf, btf.as_ref(), form)
+    });
+    Ok(Attached { ebpf, choices, features })
+}
+
+pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
+    let Attached { mut ebpf, choices, features } = attach(opts.hook_form)?;
+    let clock = Clock::now();
+    let started = Instant::now();
+    report_choices(&choices, &features, opts.output)?;
+    if choices.iter().all(|c| c.chosen.is_none()) {
+        bail!("no sensor could start on kernel {}; `kscope probe` shows why", features.release);
+    }
+
+    // Kept open for the run: the kernel counts program run time only while
+    // some process holds this fd (or kernel.bpf_stats_enabled is 1).
+    let stats_fd = enable_stats(Stats::RunTime).ok();
+    let bpf_stats_enabled = stats_fd.is_some()
+        || std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled").is_ok_and(|s| s.trim() == "1");
+
+    let cpus = aya::util::online_cpus().map_err(|(what, err)| anyhow::anyhow!("{what}: {err}"))?;
+    let possible = aya::util::nr_cpus().map_err(|(what, err)| anyhow::anyhow!("{what}: {err}"))?;
+    let ledger = Arc::new(LossLedger::new(cpus.len()));
+    let array: PerfEventArray<MapData> = ebpf
+        .take_map(names::EVENTS)
+        .context("the eBPF object has no EVENTS map")?
+        .try_into()?;
+    let (queue, events) = mpsc::channel(opts.queue_capacity);
+    let readers = transport::start(array, &cpus, opts.pages_per_cpu, Arc::clone(&ledger), queue)?;
+    let writer = tokio::spawn(write_events(events, opts.output, clock, Arc::clone(&ledger)));
+
+    let mut interval = tokio::time::interval(opts.stats_interval);
+    interval.tick().await;
+    let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())?;
+    let deadline = async {
+        match opts.duration {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = sigterm.recv() => break,
+            () = &mut deadline => break,
+            _ = interval.tick() => {
+                let record = collect_stats("stats", &ebpf, &choices, &ledger, bpf_stats_enabled, started, possible);
+                emit_stats(&record, opts.output)?;
+            }
+        }
+    }
+
+    // Detach first so no new events arrive, give the readers a moment to
+    // drain what is already in the buffers, then account for everything.
+    let summary_programs = collect_stats("summary", &ebpf, &choices, &ledger, bpf_stats_enabled, started, possible);
+    for choice in &choices {
+        for name in &choice.programs {
+            if let Some(program) = ebpf.program_mut(name) {
+                detach(program);
+            }
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for reader in &readers {
+        reader.abort();
+    }
+    for reader in readers {
+        let _ = reader.await;
+    }
+    let _ = writer.await;
+    let mut summary = collect_stats("summary", &ebpf, &choices, &ledger, bpf_stats_enabled, started, possible);
+    // Program costs as they were while attached.
+    summary.programs = summary_programs.programs;
+    emit_stats(&summary, opts.output)?;
+    drop(stats_fd);
+    Ok(())
+}
+
+fn detach(program: &mut aya::programs::Program) {
+    use aya::programs::Program;
+    let result = match program {
+        Program::KProbe(p) => p.unload(),
+        Program::FEntry(p) => p.unload(),
+        Program::FExit(p) => p.unload(),
+        Program::TracePoint(p) => p.unload(),
+        _ => Ok(()),
+    };
+    if let Err(err) = result {
+        tracing::warn!(%err, "detaching a program");
+    }
+}
+
+fn report_choices(choices: &[SensorChoice], features: &KernelFeatures, format: OutputFormat) -> anyhow::Result<()> {
+    match format {
+        OutputFormat::Console => {
+            let mut err = std::io::stderr().lock();
+            writeln!(err, "kscope on kernel {}:", features.release)?;
+            for line in output::choice_lines(choices) {
+                writeln!(err, "  {line}")?;
+            }
+        }
+        OutputFormat::Json => {
+            let record = serde_json::json!({
+                "type": "sensors",
+                "time_unix_nano": output::unix_now_ns(),
+                "kernel": features.release,
+                "sensors": choices,
+            });
+            let mut out = std::io::stdout().lock();
+            output::write_line(&mut out, &record.to_string())?;
+            out.flush()?;
+        }
+    }
+    for c in choices {
+        if let Some(d) = &c.degraded {
+            tracing::warn!(sensor = c.sensor, "{d}");
+        }
+    }
+    Ok(())
+}
+
+fn emit_stats(record: &StatsRecord, format: OutputFormat) -> anyhow::Result<()> {
+    match format {
+        OutputFormat::Json => {
+            let mut out = std::io::stdout().lock();
+            output::write_line(&mut out, &serde_json::to_string(record)?)?;
+            out.flush()?;
+        }
+        OutputFormat::Console => {
+            let mut err = std::io::stderr().lock();
+            for line in output::stats_lines(record) {
+                writeln!(err, "{line}")?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn collect_stats(
+    kind: &'static str,
+    ebpf: &Ebpf,
+    choices: &[SensorChoice],
+    ledger: &LossLedger,
+    bpf_stats_enabled: bool,
+    started: Instant,
+    possible_cpus: usize,
+) -> StatsRecord {
+    let mut programs = Vec::new();
+    for choice in choices {
+        for name in &choice.programs {
+            let info = ebpf.program(name).and_then(|p| p.info().ok());
+            if let Some(info) = info {
+                programs.push(ProgramStats::new(
+                    choice.sensor,
+                    name.clone(),
+                    info.run_count(),
+                    info.run_time().as_nanos() as u64,
+                ));
+            }
+        }
+    }
+    let counters = ebpf
+        .map(names::EVENTS_EMITTED)
+        .and_then(|map| PerCpuArray::<_, u64>::try_from(map).ok());
+    let count = |slot: u32| -> u64 {
+        counters
+            .as_ref()
+            .and_then(|c| c.get(&slot, 0).ok())
+            .map(|values| values.iter().take(possible_cpus).sum())
+            .unwrap_or(0)
+    };
+    let sensors = SENSORS
+        .iter()
+        .map(|s| SensorCounts {
+            sensor: s.name,
+            emitted: count(s.counter_slot),
+            emit_failed: count(s.counter_slot + 1),
+            table_full: s.table_full_slot.map_or(0, count),
+        })
+        .collect();
+    let snapshot = ledger.snapshot();
+    StatsRecord {
+        kind,
+        time_unix_nano: output::unix_now_ns(),
+        uptime_ns: started.elapsed().as_nanos() as u64,
+        bpf_stats_enabled,
+        programs,
+        sensors,
+        lost_events: snapshot.lost(),
+        ledger: snapshot,
+    }
+}
+
+async fn write_events(
+    mut events: mpsc::Receiver<Event>,
+    format: OutputFormat,
+    clock: Clock,
+    ledger: Arc<LossLedger>,
+) {
+    let mut text = String::new();
+    let mut batch = Vec::with_capacity(256);
+    while events.recv_many(&mut batch, 256).await > 0 {
+        text.clear();
+        for event in batch.drain(..) {
+            match format {
+                OutputFormat::Console => text.push_str(&output::event_line(&event, &clock)),
+                OutputFormat::Json => text.push_str(&output::event_json(&event, &clock).to_string()),
+            }
+            text.push('\n');
+        }
+        let lines = text.matches('\n').count() as u64;
+        let mut out = std::io::stdout().lock();
+        if out.write_all(text.as_bytes()).and_then(|()| out.flush()).is_err() {
+            // stdout closed (e.g. piped into `head`): keep draining so the
+            // counts stay honest, but stop writing.
+            ledger.queue_dropped.fetch_add(lines, Relaxed);
+            continue;
+        }
+        ledger.written.fetch_add(lines, Relaxed);
+    }
+}

@@ -1,0 +1,47 @@
+//! Process lifecycle: exec (pid, ppid, comm, filename, cgroup) and exit
+//! (exit code or signal, lifetime). Programs: ebpf-probes/programs/src/process.rs.
+
+use super::{Attach, FormSpec, HookForm, ProgramSpec, SensorSpec};
+
+pub static SENSOR: SensorSpec = SensorSpec {
+    name: "process",
+    description: "process exec and exit",
+    counter_slot: kscope_common::counter_slot::PROCESS_OUT,
+    table_full_slot: None,
+    forms: &[
+        FormSpec {
+            form: HookForm::Kprobe,
+            programs: &[
+                ProgramSpec { program: "process_exec_kprobe", attach: Attach::Kprobe("bprm_execve") },
+                ProgramSpec { program: "process_exec_kretprobe", attach: Attach::Kretprobe("bprm_execve") },
+                ProgramSpec { program: "process_exit_kprobe", attach: Attach::Kprobe("do_exit") },
+            ],
+            needs_struct_offsets: true,
+            without_btf: "",
+        },
+        FormSpec {
+            form: HookForm::Fentry,
+            programs: &[
+                ProgramSpec { program: "process_exec_fexit", attach: Attach::Fexit("bprm_execve") },
+                ProgramSpec { program: "process_exit_fentry", attach: Attach::Fentry("do_exit") },
+            ],
+            needs_struct_offsets: true,
+            without_btf: "",
+        },
+        FormSpec {
+            form: HookForm::Tracepoint,
+            programs: &[
+                ProgramSpec {
+                    program: "process_exec_tp",
+                    attach: Attach::Tracepoint("sched", "sched_process_exec"),
+                },
+                ProgramSpec {
+                    program: "process_exit_tp",
+                    attach: Attach::Tracepoint("sched", "sched_process_exit"),
+                },
+            ],
+            needs_struct_offsets: false,
+            without_btf: "without kernel BTF, ppid, exit code and lifetime are reported as 0",
+        },
+    ],
+};

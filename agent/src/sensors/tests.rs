@@ -1,0 +1,134 @@
+use std::collections::BTreeSet;
+
+use kscope_common::{KernelOffsets, TracepointLayout};
+
+use super::*;
+
+/// A kernel with everything, for tests to take things away from.
+fn full_kernel() -> KernelFeatures {
+    let wanted = wanted();
+    KernelFeatures {
+        release: "test".into(),
+        kprobes: Ok(()),
+        tracefs: Ok(()),
+        tracepoints: wanted.tracepoints.iter().map(|(c, n)| format!("{c}:{n}")).collect(),
+        btf: Ok(()),
+        btf_functions: wanted.functions.clone(),
+        kallsyms_functions: wanted.functions.clone(),
+        offsets: KernelOffsets::missing(),
+        offset_errors: Vec::new(),
+        tracepoint_layout: TracepointLayout::missing(),
+        layout_errors: Vec::new(),
+    }
+}
+
+fn choices(features: &KernelFeatures, forced: Option<HookForm>) -> Vec<(Option<HookForm>, Vec<Rejection>)> {
+    choose_and_attach(features, forced, |_| Ok(Vec::new()))
+        .into_iter()
+        .map(|c| (c.chosen, c.rejected))
+        .collect()
+}
+
+#[test]
+fn every_sensor_takes_its_first_form_when_all_work() {
+    for (chosen, rejected) in choices(&full_kernel(), None) {
+        assert_eq!(chosen, Some(HookForm::Kprobe));
+        assert!(rejected.is_empty());
+    }
+}
+
+#[test]
+fn kernel_without_kprobes_and_fentry_falls_back_to_tracepoints() {
+    // This machine: CONFIG_KPROBES off, fentry refused at load.
+    let mut features = full_kernel();
+    features.kprobes = Err("CONFIG_KPROBES not set".into());
+    let result = choose_and_attach(&features, None, |form| match form.form {
+        HookForm::Fentry => Err("fexit:bprm_execve: EPERM from BPF_PROG_LOAD".into()),
+        _ => Ok(vec!["p".into()]),
+    });
+    assert_eq!(result.len(), SENSORS.len());
+    for choice in result {
+        assert_eq!(choice.chosen, Some(HookForm::Tracepoint), "{}", choice.sensor);
+        assert_eq!(
+            choice.rejected,
+            vec![
+                Rejection { form: HookForm::Kprobe, reason: "CONFIG_KPROBES not set".into() },
+                Rejection {
+                    form: HookForm::Fentry,
+                    reason: "fexit:bprm_execve: EPERM from BPF_PROG_LOAD".into()
+                },
+            ]
+        );
+        assert_eq!(choice.programs, vec!["p".to_owned()]);
+    }
+}
+
+#[test]
+fn a_missing_function_rejects_only_the_sensor_that_needs_it() {
+    let mut features = full_kernel();
+    features.kallsyms_functions.remove("bprm_execve");
+    let result = choices(&features, None);
+    let process = &result[0];
+    assert_eq!(process.0, Some(HookForm::Fentry));
+    assert_eq!(process.1[0].reason, "bprm_execve is not in /proc/kallsyms (inlined or absent)");
+    assert_eq!(result[1].0, Some(HookForm::Kprobe));
+}
+
+#[test]
+fn no_btf_leaves_tracepoints_degraded() {
+    let mut features = full_kernel();
+    features.btf = Err("no kernel BTF".into());
+    features.btf_functions = BTreeSet::new();
+    features.offset_errors = vec!["no kernel BTF".into()];
+    let result = choose_and_attach(&features, None, |_| Ok(Vec::new()));
+    for choice in &result {
+        assert_eq!(choice.chosen, Some(HookForm::Tracepoint));
+        assert_eq!(
+            choice.rejected.iter().map(|r| r.reason.as_str()).collect::<Vec<_>>(),
+            vec![
+                "needs kernel struct offsets from BTF: no kernel BTF",
+                "fentry needs kernel BTF: no kernel BTF"
+            ]
+        );
+        assert!(choice.degraded.as_deref().is_some_and(|d| d.starts_with("without kernel BTF")));
+    }
+}
+
+#[test]
+fn forced_form_is_the_only_one_tried() {
+    let mut features = full_kernel();
+    features.tracefs = Err("tracefs is not mounted".into());
+    let mut tried = Vec::new();
+    let result = choose_and_attach(&features, Some(HookForm::Tracepoint), |form| {
+        tried.push(form.form);
+        Ok(Vec::new())
+    });
+    assert!(tried.is_empty(), "precheck must stop before touching the kernel");
+    for choice in result {
+        assert_eq!(choice.chosen, None);
+        assert_eq!(
+            choice.rejected,
+            vec![Rejection { form: HookForm::Tracepoint, reason: "tracefs is not mounted".into() }]
+        );
+    }
+}
+
+#[test]
+fn attach_failure_moves_on_to_the_next_form() {
+    let features = full_kernel();
+    let result = choose_and_attach(&features, None, |form| match form.form {
+        HookForm::Kprobe => Err("kprobe:tcp_connect: EINVAL from perf_event_open".into()),
+        _ => Ok(Vec::new()),
+    });
+    assert!(result.iter().all(|c| c.chosen == Some(HookForm::Fentry)));
+}
+
+#[test]
+fn wanted_lists_every_hook_once() {
+    let wanted = wanted();
+    for f in ["bprm_execve", "do_exit", "tcp_connect", "tcp_set_state", "inet_csk_accept"] {
+        assert!(wanted.functions.contains(f), "{f}");
+    }
+    assert!(wanted.tracepoints.contains(&("sock".to_owned(), "inet_sock_set_state".to_owned())));
+    assert_eq!(wanted.tracepoints.len(), 5);
+}

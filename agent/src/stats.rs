@@ -1,0 +1,118 @@
+//! The loss ledger: what every stage of an event's trip saw, so the counts
+//! add up from the kernel to the output and nothing is lost unseen.
+//!
+//!   kernel: handed to the buffer (per sensor) + refused by a full buffer
+//!   transport: samples read (per CPU) + lost records the kernel reported (per CPU)
+//!   decode: decoded + rejected
+//!   output: written + dropped at the bounded queue
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use serde::Serialize;
+
+#[derive(Debug)]
+pub struct LossLedger {
+    pub read_per_cpu: Vec<AtomicU64>,
+    pub lost_per_cpu: Vec<AtomicU64>,
+    pub decoded: AtomicU64,
+    pub decode_errors: AtomicU64,
+    pub queue_dropped: AtomicU64,
+    pub written: AtomicU64,
+}
+
+impl LossLedger {
+    pub fn new(cpus: usize) -> Self {
+        Self {
+            read_per_cpu: (0..cpus).map(|_| AtomicU64::new(0)).collect(),
+            lost_per_cpu: (0..cpus).map(|_| AtomicU64::new(0)).collect(),
+            decoded: AtomicU64::new(0),
+            decode_errors: AtomicU64::new(0),
+            queue_dropped: AtomicU64::new(0),
+            written: AtomicU64::new(0),
+        }
+    }
+
+    pub fn snapshot(&self) -> LedgerSnapshot {
+        let load = |v: &[AtomicU64]| v.iter().map(|c| c.load(Relaxed)).collect::<Vec<_>>();
+        LedgerSnapshot {
+            read_per_cpu: load(&self.read_per_cpu),
+            lost_per_cpu: load(&self.lost_per_cpu),
+            decoded: self.decoded.load(Relaxed),
+            decode_errors: self.decode_errors.load(Relaxed),
+            queue_dropped: self.queue_dropped.load(Relaxed),
+            written: self.written.load(Relaxed),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct LedgerSnapshot {
+    pub read_per_cpu: Vec<u64>,
+    pub lost_per_cpu: Vec<u64>,
+    pub decoded: u64,
+    pub decode_errors: u64,
+    pub queue_dropped: u64,
+    pub written: u64,
+}
+
+impl LedgerSnapshot {
+    pub fn read(&self) -> u64 {
+        self.read_per_cpu.iter().sum()
+    }
+    pub fn lost(&self) -> u64 {
+        self.lost_per_cpu.iter().sum()
+    }
+}
+
+/// Per-sensor counts from the kernel's `EVENTS_EMITTED` array.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct SensorCounts {
+    pub sensor: &'static str,
+    /// Events handed to the per-CPU buffers.
+    pub emitted: u64,
+    /// Events the buffers refused (full), or bookkeeping that did not fit.
+    pub emit_failed: u64,
+    /// Connections the kernel's bounded table had no room for: still
+    /// reported, but without their owner and duration.
+    pub table_full: u64,
+}
+
+/// BPF run-time statistics of one attached program.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ProgramStats {
+    pub sensor: &'static str,
+    pub program: String,
+    pub run_count: u64,
+    pub run_time_ns: u64,
+    /// `run_time_ns / run_count`: what one hit costs the traced code.
+    pub avg_ns_per_run: u64,
+}
+
+impl ProgramStats {
+    pub fn new(sensor: &'static str, program: String, run_count: u64, run_time_ns: u64) -> Self {
+        let avg_ns_per_run = run_time_ns.checked_div(run_count).unwrap_or(0);
+        Self { sensor, program, run_count, run_time_ns, avg_ns_per_run }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_sums_per_cpu() {
+        let ledger = LossLedger::new(2);
+        ledger.read_per_cpu[0].fetch_add(3, Relaxed);
+        ledger.read_per_cpu[1].fetch_add(4, Relaxed);
+        ledger.lost_per_cpu[1].fetch_add(5, Relaxed);
+        let snap = ledger.snapshot();
+        assert_eq!((snap.read(), snap.lost()), (7, 5));
+        assert_eq!(snap.lost_per_cpu, vec![0, 5]);
+    }
+
+    #[test]
+    fn average_of_no_runs_is_zero() {
+        assert_eq!(ProgramStats::new("tcp", "p".into(), 0, 10).avg_ns_per_run, 0);
+        assert_eq!(ProgramStats::new("tcp", "p".into(), 4, 1000).avg_ns_per_run, 250);
+    }
+}

@@ -1,0 +1,345 @@
+//! The records kscope's kernel programs write into the per-CPU event buffers,
+//! and the read-only configuration the daemon hands them at load time.
+//!
+//! Every type is `#[repr(C)]` with explicit padding so that the kernel and the
+//! daemon agree on the layout byte for byte; flags are `u32`, never `bool`,
+//! so no type has implicit padding (which `aya::Pod` would make unsound).
+#![no_std]
+
+/// Length of a task's `comm`, as in the kernel's `TASK_COMM_LEN`.
+pub const COMM_LEN: usize = 16;
+/// Bytes of an exec's filename that the kernel program copies.
+pub const FILENAME_LEN: usize = 256;
+
+/// Discriminant in every event's header; the decoder rejects anything else.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    ProcessExec = 1,
+    ProcessExit = 2,
+    TcpConnect = 3,
+    TcpAccept = 4,
+    TcpClose = 5,
+}
+
+impl EventKind {
+    pub const fn from_u32(value: u32) -> Option<Self> {
+        match value {
+            1 => Some(Self::ProcessExec),
+            2 => Some(Self::ProcessExit),
+            3 => Some(Self::TcpConnect),
+            4 => Some(Self::TcpAccept),
+            5 => Some(Self::TcpClose),
+            _ => None,
+        }
+    }
+}
+
+/// Which hook form produced an event; carried so that a mixed-form run can be
+/// told apart in the output.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HookFormId {
+    Kprobe = 1,
+    Fentry = 2,
+    Tracepoint = 3,
+}
+
+impl HookFormId {
+    pub const fn from_u32(value: u32) -> Option<Self> {
+        match value {
+            1 => Some(Self::Kprobe),
+            2 => Some(Self::Fentry),
+            3 => Some(Self::Tracepoint),
+            _ => None,
+        }
+    }
+}
+
+/// Fields every event starts with. `pid` is the thread-group id (what users
+/// call the pid) and `tid` the thread; both are as seen from the initial pid
+/// namespace.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct EventHeader {
+    pub kind: u32,
+    pub hook_form: u32,
+    pub pid: u32,
+    pub tid: u32,
+    /// `bpf_ktime_get_ns`: CLOCK_MONOTONIC, nanoseconds.
+    pub timestamp_ns: u64,
+    pub cgroup_id: u64,
+    pub comm: [u8; COMM_LEN],
+}
+
+impl EventHeader {
+    pub const fn zeroed() -> Self {
+        Self {
+            kind: 0,
+            hook_form: 0,
+            pid: 0,
+            tid: 0,
+            timestamp_ns: 0,
+            cgroup_id: 0,
+            comm: [0; COMM_LEN],
+        }
+    }
+}
+
+/// A successful execve/execveat.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ProcessExecEvent {
+    pub header: EventHeader,
+    pub ppid: u32,
+    /// Bytes of `filename` that hold the name (without its NUL).
+    pub filename_len: u32,
+    /// Non-zero when the kernel's filename was longer than `FILENAME_LEN - 1`.
+    pub filename_truncated: u32,
+    pub _pad: u32,
+    pub filename: [u8; FILENAME_LEN],
+}
+
+/// A thread-group leader's exit.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ProcessExitEvent {
+    pub header: EventHeader,
+    pub ppid: u32,
+    /// The kernel's wait status: exit code in bits 8..16, terminating signal
+    /// in bits 0..7.
+    pub exit_status: u32,
+    /// Time since the process started (`task_struct.start_time`).
+    pub lifetime_ns: u64,
+}
+
+/// Which end of a TCP connection the traced process is.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TcpRole {
+    Client = 1,
+    Server = 2,
+}
+
+impl TcpRole {
+    pub const fn from_u32(value: u32) -> Option<Self> {
+        match value {
+            1 => Some(Self::Client),
+            2 => Some(Self::Server),
+            _ => None,
+        }
+    }
+}
+
+pub const AF_INET: u16 = 2;
+pub const AF_INET6: u16 = 10;
+
+/// One step of a TCP connection's life: connect, accept or close. Addresses
+/// are in network byte order (IPv4 in the first four bytes); ports are in
+/// host byte order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct TcpEvent {
+    pub header: EventHeader,
+    /// The kernel's `struct sock` address: joins connect/accept to close.
+    pub sock_id: u64,
+    pub role: u32,
+    pub family: u32,
+    pub local_port: u16,
+    pub remote_port: u16,
+    /// Non-zero on a close when the connection was never established
+    /// (a refused or timed-out connect).
+    pub never_established: u32,
+    pub local_addr: [u8; 16],
+    pub remote_addr: [u8; 16],
+    /// On close: `tcp_sock.bytes_sent`, payload bytes sent (retransmits included).
+    pub bytes_sent: u64,
+    /// On close: `tcp_sock.bytes_received`.
+    pub bytes_received: u64,
+    /// On close: time since connect or accept was seen; zero when kscope
+    /// started after the connection opened.
+    pub duration_ns: u64,
+}
+
+/// Byte offsets of kernel struct members, read from the running kernel's BTF
+/// by the daemon and written into the programs' read-only data before load.
+/// A value of `u32::MAX` means "not present on this kernel"; the program
+/// then leaves the field zero instead of reading a wrong address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelOffsets {
+    pub task_real_parent: u32,
+    pub task_tgid: u32,
+    pub task_start_time: u32,
+    pub task_exit_code: u32,
+    pub task_group_leader: u32,
+    pub task_files: u32,
+    pub files_fdt: u32,
+    pub fdtable_fd: u32,
+    pub fdtable_max_fds: u32,
+    pub file_private_data: u32,
+    pub socket_sk: u32,
+    pub sk_daddr: u32,
+    pub sk_rcv_saddr: u32,
+    pub sk_dport: u32,
+    pub sk_num: u32,
+    pub sk_family: u32,
+    pub sk_v6_daddr: u32,
+    pub sk_v6_rcv_saddr: u32,
+    pub tcp_bytes_received: u32,
+    pub tcp_bytes_sent: u32,
+    pub binprm_filename: u32,
+    /// `sock_common.skc_state`, a single byte.
+    pub sk_state: u32,
+}
+
+pub const OFFSET_MISSING: u32 = u32::MAX;
+
+impl KernelOffsets {
+    pub const fn missing() -> Self {
+        Self {
+            task_real_parent: OFFSET_MISSING,
+            task_tgid: OFFSET_MISSING,
+            task_start_time: OFFSET_MISSING,
+            task_exit_code: OFFSET_MISSING,
+            task_group_leader: OFFSET_MISSING,
+            task_files: OFFSET_MISSING,
+            files_fdt: OFFSET_MISSING,
+            fdtable_fd: OFFSET_MISSING,
+            fdtable_max_fds: OFFSET_MISSING,
+            file_private_data: OFFSET_MISSING,
+            socket_sk: OFFSET_MISSING,
+            sk_daddr: OFFSET_MISSING,
+            sk_rcv_saddr: OFFSET_MISSING,
+            sk_dport: OFFSET_MISSING,
+            sk_num: OFFSET_MISSING,
+            sk_family: OFFSET_MISSING,
+            sk_v6_daddr: OFFSET_MISSING,
+            sk_v6_rcv_saddr: OFFSET_MISSING,
+            tcp_bytes_received: OFFSET_MISSING,
+            tcp_bytes_sent: OFFSET_MISSING,
+            binprm_filename: OFFSET_MISSING,
+            sk_state: OFFSET_MISSING,
+        }
+    }
+}
+
+/// Where the fields the tracepoint programs read sit in each tracepoint's
+/// record, from `/sys/kernel/tracing/events/*/*/format`. The layout is
+/// published by the kernel but not frozen: it has shifted between releases.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TracepointLayout {
+    /// sched:sched_process_exec `__data_loc char[] filename`.
+    pub exec_filename: u32,
+    /// sched:sched_process_exit `group_dead` (absent before 6.x: `OFFSET_MISSING`).
+    pub exit_group_dead: u32,
+    /// sock:inet_sock_set_state fields.
+    pub sk_skaddr: u32,
+    pub sk_oldstate: u32,
+    pub sk_newstate: u32,
+    pub sk_sport: u32,
+    pub sk_dport: u32,
+    pub sk_family: u32,
+    pub sk_protocol: u32,
+    pub sk_saddr: u32,
+    pub sk_daddr: u32,
+    pub sk_saddr_v6: u32,
+    pub sk_daddr_v6: u32,
+    /// syscalls:sys_exit_accept{,4} `ret`.
+    pub accept_ret: u32,
+}
+
+impl TracepointLayout {
+    pub const fn missing() -> Self {
+        Self {
+            exec_filename: OFFSET_MISSING,
+            exit_group_dead: OFFSET_MISSING,
+            sk_skaddr: OFFSET_MISSING,
+            sk_oldstate: OFFSET_MISSING,
+            sk_newstate: OFFSET_MISSING,
+            sk_sport: OFFSET_MISSING,
+            sk_dport: OFFSET_MISSING,
+            sk_family: OFFSET_MISSING,
+            sk_protocol: OFFSET_MISSING,
+            sk_saddr: OFFSET_MISSING,
+            sk_daddr: OFFSET_MISSING,
+            sk_saddr_v6: OFFSET_MISSING,
+            sk_daddr_v6: OFFSET_MISSING,
+            accept_ret: OFFSET_MISSING,
+        }
+    }
+}
+
+/// The kernel's TCP states the programs test for (include/net/tcp_states.h).
+pub mod tcp_state {
+    pub const ESTABLISHED: i32 = 1;
+    pub const SYN_SENT: i32 = 2;
+    pub const SYN_RECV: i32 = 3;
+    pub const CLOSE: i32 = 7;
+}
+
+pub const IPPROTO_TCP: u16 = 6;
+
+/// Names of the globals and maps the daemon addresses by string; one place so
+/// the two sides cannot drift.
+pub mod names {
+    pub const KERNEL_OFFSETS: &str = "KERNEL_OFFSETS";
+    pub const TRACEPOINT_LAYOUT: &str = "TRACEPOINT_LAYOUT";
+    pub const EVENTS: &str = "EVENTS";
+    pub const EVENTS_EMITTED: &str = "EVENTS_EMITTED";
+}
+
+/// Slots of the per-CPU `EVENTS_EMITTED` counter array: how many events each
+/// sensor handed to `bpf_perf_event_output`, and how many it failed to hand
+/// over (the buffer was full), so the ledger can add up from the first stage.
+pub mod counter_slot {
+    pub const PROCESS_OUT: u32 = 0;
+    pub const PROCESS_OUT_FAILED: u32 = 1;
+    pub const TCP_OUT: u32 = 2;
+    pub const TCP_OUT_FAILED: u32 = 3;
+    pub const TCP_TABLE_FULL: u32 = 4;
+    pub const COUNT: u32 = 8;
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: each type is repr(C), made only of integers and integer arrays,
+    // with explicit padding fields, so every bit pattern is valid and no byte
+    // is uninitialised.
+    unsafe impl aya::Pod for super::KernelOffsets {}
+    unsafe impl aya::Pod for super::TracepointLayout {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::size_of;
+
+    // The decoder and the kernel programs agree on these sizes; a change here
+    // is a wire change and must be deliberate.
+    #[test]
+    fn wire_sizes_are_fixed() {
+        assert_eq!(size_of::<EventHeader>(), 48);
+        assert_eq!(size_of::<ProcessExecEvent>(), 48 + 16 + FILENAME_LEN);
+        assert_eq!(size_of::<ProcessExitEvent>(), 48 + 16);
+        assert_eq!(size_of::<TcpEvent>(), 48 + 8 + 8 + 8 + 32 + 24);
+        assert_eq!(size_of::<KernelOffsets>(), 22 * 4);
+        assert_eq!(size_of::<TracepointLayout>(), 14 * 4);
+    }
+
+    #[test]
+    fn kinds_round_trip() {
+        for kind in [
+            EventKind::ProcessExec,
+            EventKind::ProcessExit,
+            EventKind::TcpConnect,
+            EventKind::TcpAccept,
+            EventKind::TcpClose,
+        ] {
+            assert_eq!(EventKind::from_u32(kind as u32), Some(kind));
+        }
+        assert_eq!(EventKind::from_u32(0), None);
+        assert_eq!(EventKind::from_u32(6), None);
+    }
+}

@@ -1,0 +1,352 @@
+//! TCP connection lifecycle: connect (client established), accept (server),
+//! close, on three hook forms that share the state machine below.
+//!
+//! | step            | kprobe               | fentry              | tracepoint                         |
+//! |-----------------|----------------------|---------------------|------------------------------------|
+//! | who connects    | `tcp_connect`        | fentry `tcp_connect`| `inet_sock_set_state` CLOSE→SYN_SENT |
+//! | state changes   | `tcp_set_state`      | fentry `tcp_set_state` | `sock:inet_sock_set_state`      |
+//! | who accepts     | kretprobe `inet_csk_accept` | fexit `inet_csk_accept` | `sys_exit_accept{,4}` + fd → sock |
+//!
+//! A client's handshake completes in softirq context, where "current" is
+//! whatever ran; so the connecting task is remembered per socket when it
+//! calls connect, and the events carry that task.
+
+use aya_ebpf::{
+    EbpfContext,
+    macros::{fentry, fexit, kprobe, kretprobe, map, tracepoint},
+    maps::HashMap,
+    programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext, TracePointContext},
+};
+use kscope_common::{
+    AF_INET, AF_INET6, EventHeader, EventKind, HookFormId, IPPROTO_TCP, OFFSET_MISSING, TcpEvent,
+    TcpRole, counter_slot, tcp_state,
+};
+
+use crate::{
+    emit::{count, current_header, output},
+    kernel::{self, layout, offset},
+};
+
+/// What kscope knows of a live connection, by `struct sock` address.
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct Connection {
+    /// The connecting or accepting task, as an event header template.
+    owner: EventHeader,
+    started_ns: u64,
+    role: u32,
+    established: u32,
+}
+
+/// Bounded: a socket that finds the table full is still reported, without
+/// its owner or duration, and the miss is counted.
+#[map]
+static CONNECTIONS: HashMap<u64, Connection> = HashMap::with_max_entries(65536, 0);
+
+#[derive(Clone, Copy)]
+struct Endpoints {
+    family: u32,
+    local_port: u16,
+    remote_port: u16,
+    local_addr: [u8; 16],
+    remote_addr: [u8; 16],
+}
+
+impl Endpoints {
+    const fn empty() -> Self {
+        Self { family: 0, local_port: 0, remote_port: 0, local_addr: [0; 16], remote_addr: [0; 16] }
+    }
+}
+
+/// Where a state change's addresses come from. Read only when an event is
+/// emitted, because reading a sock costs several probe reads.
+#[derive(Clone, Copy)]
+enum EndpointSource<'a> {
+    Sock(u64),
+    Tracepoint(&'a TracePointContext),
+}
+
+impl EndpointSource<'_> {
+    // Filled through `&mut` rather than returned: the BPF backend returns
+    // large values by stack pointer, which the verifier refuses.
+    #[inline(always)]
+    fn fill(self, ends: &mut Endpoints) {
+        match self {
+            Self::Sock(sk) => sock_endpoints(sk, ends),
+            Self::Tracepoint(ctx) => tracepoint_endpoints(ctx, ends),
+        }
+    }
+}
+
+/// Addresses read from a `struct sock` (kprobe and fentry forms, and
+/// accept in the tracepoint form).
+#[inline(always)]
+fn sock_endpoints(sk: u64, ends: &mut Endpoints) {
+    let family: u16 = kernel::read(sk, offset!(sk_family)).unwrap_or(0);
+    ends.family = u32::from(family);
+    ends.local_port = kernel::read(sk, offset!(sk_num)).unwrap_or(0);
+    ends.remote_port = u16::from_be(kernel::read(sk, offset!(sk_dport)).unwrap_or(0));
+    if family == AF_INET {
+        let local: [u8; 4] = kernel::read(sk, offset!(sk_rcv_saddr)).unwrap_or([0; 4]);
+        let remote: [u8; 4] = kernel::read(sk, offset!(sk_daddr)).unwrap_or([0; 4]);
+        ends.local_addr[..4].copy_from_slice(&local);
+        ends.remote_addr[..4].copy_from_slice(&remote);
+    } else if family == AF_INET6 {
+        ends.local_addr = kernel::read(sk, offset!(sk_v6_rcv_saddr)).unwrap_or([0; 16]);
+        ends.remote_addr = kernel::read(sk, offset!(sk_v6_daddr)).unwrap_or([0; 16]);
+    }
+}
+
+/// Addresses from `sock:inet_sock_set_state`'s own record.
+#[inline(always)]
+fn tracepoint_endpoints(ctx: &TracePointContext, ends: &mut Endpoints) {
+    let family: u16 = kernel::tp_read(ctx, layout!(sk_family)).unwrap_or(0);
+    ends.family = u32::from(family);
+    ends.local_port = kernel::tp_read(ctx, layout!(sk_sport)).unwrap_or(0);
+    ends.remote_port = kernel::tp_read(ctx, layout!(sk_dport)).unwrap_or(0);
+    if family == AF_INET {
+        let local: [u8; 4] = kernel::tp_read(ctx, layout!(sk_saddr)).unwrap_or([0; 4]);
+        let remote: [u8; 4] = kernel::tp_read(ctx, layout!(sk_daddr)).unwrap_or([0; 4]);
+        ends.local_addr[..4].copy_from_slice(&local);
+        ends.remote_addr[..4].copy_from_slice(&remote);
+    } else if family == AF_INET6 {
+        ends.local_addr = kernel::tp_read(ctx, layout!(sk_saddr_v6)).unwrap_or([0; 16]);
+        ends.remote_addr = kernel::tp_read(ctx, layout!(sk_daddr_v6)).unwrap_or([0; 16]);
+    }
+}
+
+#[inline(always)]
+fn emit<C: EbpfContext>(
+    ctx: &C,
+    header: EventHeader,
+    sk: u64,
+    role: u32,
+    source: EndpointSource<'_>,
+    never_established: u32,
+    bytes: (u64, u64),
+    duration_ns: u64,
+) {
+    let mut ends = Endpoints::empty();
+    source.fill(&mut ends);
+    let event = TcpEvent {
+        header,
+        sock_id: sk,
+        role,
+        family: ends.family,
+        local_port: ends.local_port,
+        remote_port: ends.remote_port,
+        never_established,
+        local_addr: ends.local_addr,
+        remote_addr: ends.remote_addr,
+        bytes_sent: bytes.0,
+        bytes_received: bytes.1,
+        duration_ns,
+    };
+    output(ctx, &event, counter_slot::TCP_OUT);
+}
+
+/// The connecting task calls connect: remember it for the handshake's end.
+#[inline(always)]
+fn on_connect(sk: u64, form: HookFormId) {
+    let owner = current_header(EventKind::TcpConnect as u32, form as u32);
+    let conn = Connection {
+        started_ns: owner.timestamp_ns,
+        owner,
+        role: TcpRole::Client as u32,
+        established: 0,
+    };
+    if CONNECTIONS.insert(sk, conn, 0).is_err() {
+        count(counter_slot::TCP_TABLE_FULL);
+    }
+}
+
+/// Every TCP state change, whichever form saw it.
+#[inline(always)]
+fn on_state_change<C: EbpfContext>(
+    ctx: &C,
+    form: HookFormId,
+    sk: u64,
+    old: i32,
+    new: i32,
+    ends: EndpointSource<'_>,
+) {
+    if new == tcp_state::ESTABLISHED && old == tcp_state::SYN_SENT {
+        let Some(conn) = CONNECTIONS.get_ptr_mut(sk) else {
+            return;
+        };
+        let conn = unsafe { &mut *conn };
+        conn.established = 1;
+        let mut header = conn.owner;
+        header.kind = EventKind::TcpConnect as u32;
+        header.hook_form = form as u32;
+        header.timestamp_ns = unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() };
+        emit(ctx, header, sk, TcpRole::Client as u32, ends, 0, (0, 0), 0);
+    } else if new == tcp_state::ESTABLISHED && old == tcp_state::SYN_RECV {
+        // The accepting task is not known yet (this is softirq); accept
+        // fills it in.
+        let mut owner = EventHeader::zeroed();
+        owner.timestamp_ns = unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() };
+        let conn = Connection {
+            started_ns: owner.timestamp_ns,
+            owner,
+            role: TcpRole::Server as u32,
+            established: 1,
+        };
+        if CONNECTIONS.insert(sk, conn, 0).is_err() {
+            count(counter_slot::TCP_TABLE_FULL);
+        }
+    } else if new == tcp_state::CLOSE {
+        on_close(ctx, form, sk, old, ends);
+    }
+}
+
+#[inline(always)]
+fn on_close<C: EbpfContext>(ctx: &C, form: HookFormId, sk: u64, old: i32, ends: EndpointSource<'_>) {
+    let now = unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() };
+    let known = unsafe { CONNECTIONS.get(sk) }.copied();
+    let (mut header, role, never_established, duration) = match known {
+        Some(conn) => {
+            let _ = CONNECTIONS.remove(sk);
+            let never = u32::from(conn.established == 0);
+            (conn.owner, conn.role, never, now.saturating_sub(conn.started_ns))
+        }
+        // Listeners and half-open children never were connections; anything
+        // else predates kscope and is reported with what the sock still says.
+        None if old == tcp_state::SYN_RECV || old == 10 /* LISTEN */ => return,
+        None => (current_header(0, 0), 0, 0, 0),
+    };
+    if header.pid == 0 {
+        // A server socket closed before its accept was seen.
+        header = current_header(0, 0);
+    }
+    header.kind = EventKind::TcpClose as u32;
+    header.hook_form = form as u32;
+    header.timestamp_ns = now;
+    let bytes = (
+        kernel::read::<u64>(sk, offset!(tcp_bytes_sent)).unwrap_or(0),
+        kernel::read::<u64>(sk, offset!(tcp_bytes_received)).unwrap_or(0),
+    );
+    emit(ctx, header, sk, role, ends, never_established, bytes, duration);
+}
+
+/// The accepting task got `sk` from accept(): record it as the owner.
+#[inline(always)]
+fn on_accept<C: EbpfContext>(ctx: &C, form: HookFormId, sk: u64) {
+    if sk == 0 {
+        return;
+    }
+    let header = current_header(EventKind::TcpAccept as u32, form as u32);
+    match CONNECTIONS.get_ptr_mut(sk) {
+        Some(conn) => unsafe { (*conn).owner = header },
+        None => {
+            let conn = Connection {
+                started_ns: header.timestamp_ns,
+                owner: header,
+                role: TcpRole::Server as u32,
+                established: 1,
+            };
+            if CONNECTIONS.insert(sk, conn, 0).is_err() {
+                count(counter_slot::TCP_TABLE_FULL);
+            }
+        }
+    }
+    emit(ctx, header, sk, TcpRole::Server as u32, EndpointSource::Sock(sk), 0, (0, 0), 0);
+}
+
+#[inline(always)]
+fn sock_state(sk: u64) -> i32 {
+    i32::from(kernel::read::<u8>(sk, offset!(sk_state)).unwrap_or(0))
+}
+
+// ---- tracepoint form ----
+
+#[tracepoint(category = "sock", name = "inet_sock_set_state")]
+pub fn tcp_state_tp(ctx: TracePointContext) -> u32 {
+    if layout!(sk_skaddr) == OFFSET_MISSING {
+        return 0;
+    }
+    let protocol: u16 = kernel::tp_read(&ctx, layout!(sk_protocol)).unwrap_or(0);
+    if protocol != IPPROTO_TCP {
+        return 0;
+    }
+    let sk: u64 = kernel::tp_read(&ctx, layout!(sk_skaddr)).unwrap_or(0);
+    let old: i32 = kernel::tp_read(&ctx, layout!(sk_oldstate)).unwrap_or(0);
+    let new: i32 = kernel::tp_read(&ctx, layout!(sk_newstate)).unwrap_or(0);
+    if old == tcp_state::CLOSE && new == tcp_state::SYN_SENT {
+        on_connect(sk, HookFormId::Tracepoint);
+        return 0;
+    }
+    on_state_change(&ctx, HookFormId::Tracepoint, sk, old, new, EndpointSource::Tracepoint(&ctx));
+    0
+}
+
+/// Shared by `sys_exit_accept` and `sys_exit_accept4`, whose records match.
+#[inline(always)]
+fn accept_tp(ctx: &TracePointContext) -> u32 {
+    let fd: i64 = kernel::tp_read(ctx, layout!(accept_ret)).unwrap_or(-1);
+    if fd < 0 {
+        return 0;
+    }
+    if let Ok(sk) = kernel::current_fd_sock(fd as u32) {
+        on_accept(ctx, HookFormId::Tracepoint, sk);
+    }
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_accept4")]
+pub fn tcp_accept4_tp(ctx: TracePointContext) -> u32 {
+    accept_tp(&ctx)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_accept")]
+pub fn tcp_accept_tp(ctx: TracePointContext) -> u32 {
+    accept_tp(&ctx)
+}
+
+// ---- kprobe form ----
+
+#[kprobe]
+pub fn tcp_connect_kprobe(ctx: ProbeContext) -> u32 {
+    let sk: u64 = ctx.arg(0).unwrap_or(0);
+    on_connect(sk, HookFormId::Kprobe);
+    0
+}
+
+#[kprobe]
+pub fn tcp_set_state_kprobe(ctx: ProbeContext) -> u32 {
+    let sk: u64 = ctx.arg(0).unwrap_or(0);
+    let new: i32 = ctx.arg(1).unwrap_or(0);
+    on_state_change(&ctx, HookFormId::Kprobe, sk, sock_state(sk), new, EndpointSource::Sock(sk));
+    0
+}
+
+#[kretprobe]
+pub fn tcp_accept_kretprobe(ctx: RetProbeContext) -> u32 {
+    let sk: u64 = ctx.ret();
+    on_accept(&ctx, HookFormId::Kprobe, sk);
+    0
+}
+
+// ---- fentry form ----
+
+#[fentry(function = "tcp_connect")]
+pub fn tcp_connect_fentry(ctx: FEntryContext) -> u32 {
+    let sk: u64 = ctx.arg(0);
+    on_connect(sk, HookFormId::Fentry);
+    0
+}
+
+#[fentry(function = "tcp_set_state")]
+pub fn tcp_set_state_fentry(ctx: FEntryContext) -> u32 {
+    let sk: u64 = ctx.arg(0);
+    let new: i32 = ctx.arg(1);
+    on_state_change(&ctx, HookFormId::Fentry, sk, sock_state(sk), new, EndpointSource::Sock(sk));
+    0
+}
+
+#[fexit(function = "inet_csk_accept")]
+pub fn tcp_accept_fexit(ctx: FExitContext) -> u32 {
+    let sk: u64 = ctx.ret().unwrap_or(0);
+    on_accept(&ctx, HookFormId::Fentry, sk);
+    0
+}

@@ -1,0 +1,133 @@
+//! `cargo xtask <command>`: one entry point for setting up a fresh machine,
+//! building, running and testing kscope.
+
+mod setup;
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, ExitCode},
+};
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Install what building and testing need (Debian packages, bpf-linker); idempotent.
+    Setup,
+    /// Build the eBPF object and the release `kscope` binary (which embeds it).
+    Build,
+    /// Set up, build, then run `kscope run` as root with defaults (extra args go to `kscope run`).
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Set up, then run every test layer: unit, host kernel, QEMU kernels.
+    Test {
+        /// Skip the QEMU kernels (for a quick local loop; CI runs them).
+        #[arg(long)]
+        no_vm: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Cmd::Setup => setup::setup(&setup::SetupOptions::default()),
+        Cmd::Build => build().map(|_| ()),
+        Cmd::Run { args } => run(&args),
+        Cmd::Test { no_vm } => test(no_vm),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("xtask: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(workspace_root());
+    cmd
+}
+
+fn status(cmd: &mut Command) -> anyhow::Result<()> {
+    let shown = format!("{cmd:?}");
+    let status = cmd.status().with_context(|| format!("cannot start {shown}"))?;
+    if !status.success() {
+        bail!("{shown} failed ({status})");
+    }
+    Ok(())
+}
+
+/// Builds the release binary (agent/build.rs builds and embeds the eBPF
+/// object) and returns its path.
+fn build() -> anyhow::Result<PathBuf> {
+    setup::setup(&setup::SetupOptions { quiet_if_ready: true })?;
+    status(cargo().args(["build", "--release", "-p", "kscope"]))?;
+    Ok(workspace_root().join("target/release/kscope"))
+}
+
+fn run(args: &[String]) -> anyhow::Result<()> {
+    let binary = build()?;
+    let mut cmd = if is_root() {
+        Command::new(&binary)
+    } else {
+        let mut sudo = Command::new("sudo");
+        sudo.arg(&binary);
+        sudo
+    };
+    cmd.arg("run").args(args);
+    status(&mut cmd)
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|ids| ids.split_whitespace().nth(1).map(|euid| euid == "0"))
+        })
+        .unwrap_or(false)
+}
+
+fn test(no_vm: bool) -> anyhow::Result<()> {
+    setup::setup(&setup::SetupOptions::default())?;
+    let binary = build()?;
+    let static_binary = build_static()?;
+    let mut cmd = cargo();
+    cmd.args(["test", "--workspace"])
+        .env("KSCOPE_BIN", &binary)
+        .env("KSCOPE_STATIC_BIN", &static_binary);
+    if no_vm {
+        cmd.env("KSCOPE_SKIP_VM", "1");
+    }
+    status(&mut cmd)
+}
+
+/// A statically linked `kscope` for the QEMU guests, whose initramfs has no
+/// libc.
+fn build_static() -> anyhow::Result<PathBuf> {
+    let target_dir = workspace_root().join("target/static");
+    status(
+        cargo()
+            .args(["build", "--release", "-p", "kscope", "--target", "x86_64-unknown-linux-gnu", "--target-dir"])
+            .arg(&target_dir)
+            .env("RUSTFLAGS", "-C target-feature=+crt-static"),
+    )?;
+    Ok(target_dir.join("x86_64-unknown-linux-gnu/release/kscope"))
+}

@@ -1,0 +1,756 @@
+//! `cargo xtask setup`: installs what building and testing kscope needs on a
+//! Debian 12 machine, following the verified recipes in `TOOLCHAIN.md` and
+//! `KERNELS.md`.
+//!
+//! Every step first inspects the machine and only acts on what is missing, so
+//! `test` and `run` can call [`setup`] each time at the cost of a few
+//! `dpkg-query`/`--version` invocations.
+
+use std::collections::HashMap;
+use std::env;
+use std::ffi::OsStr;
+use std::fs;
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+/// Path of Debian's cargo 1.96 (`/usr/bin/cargo`) used for the kernel-side crate.
+pub const DEBIAN_CARGO: &str = "/usr/bin/cargo";
+
+/// Debian's rustc 1.96 (package `rustc-web`): built on LLVM 22 and shipped with
+/// the library source that `-Z build-std=core` needs, unlike rustup's toolchains here.
+pub const DEBIAN_RUSTC: &str = "/usr/bin/rustc";
+
+/// The bpf-linker release that works with LLVM 22 and the aya versions we pin.
+pub const BPF_LINKER_VERSION: &str = "0.13.0";
+
+/// Where Debian's `llvm-22-dev` lives; bpf-linker's build must find this LLVM,
+/// not the older default one, or it fails with "unable to find library -lLLVM".
+const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
+
+/// Tests attach to tracepoints, which are only visible once tracefs is mounted here.
+const TRACEFS_DIR: &str = "/sys/kernel/tracing";
+
+/// dpkg's status string for a package that is fully installed.
+const DPKG_INSTALLED: &str = "install ok installed";
+
+/// Options for [`setup`].
+#[derive(Debug, Clone, Default)]
+pub struct SetupOptions {
+    /// Print nothing when the machine is already fully set up (used by `test`
+    /// and `run`, which call [`setup`] every time).
+    pub quiet_if_ready: bool,
+}
+
+/// One Debian package we need, and why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Package {
+    name: &'static str,
+    /// Shown to the user so they know what an optional package is for.
+    purpose: &'static str,
+    /// Required packages abort setup when apt cannot provide them; optional ones
+    /// only disable the tests that use them, so we warn and go on.
+    required: bool,
+}
+
+const fn required(name: &'static str) -> Package {
+    Package {
+        name,
+        purpose: "toolchain",
+        required: true,
+    }
+}
+
+const fn optional(name: &'static str, purpose: &'static str) -> Package {
+    Package {
+        name,
+        purpose,
+        required: false,
+    }
+}
+
+/// Everything `setup` installs from apt, in install order.
+const PACKAGES: &[Package] = &[
+    required("rustc-web"),
+    required("rust-web-src"),
+    required("cargo-web"),
+    required("llvm-22-dev"),
+    required("libpolly-22-dev"),
+    required("clang-22"),
+    required("zlib1g-dev"),
+    required("libzstd-dev"),
+    optional("qemu-system-x86", "VM tests"),
+    optional("busybox-static", "VM tests"),
+    optional("cpio", "VM tests"),
+    optional("bpftool", "leak test"),
+    optional("nginx-light", "host integration tests"),
+    optional("curl", "host integration tests"),
+    optional("linux-perf", "benchmarks"),
+];
+
+/// State of the bpf-linker that the kernel-side build would pick up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum LinkerState {
+    /// The right version, at this path.
+    Ready(PathBuf),
+    /// A bpf-linker exists but is another version or does not run.
+    Wrong { path: PathBuf, found: String },
+    /// No bpf-linker in ~/.cargo/bin nor on PATH.
+    Missing,
+}
+
+/// State of tracefs at [`TRACEFS_DIR`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TracefsState {
+    Mounted,
+    /// The mount point exists but nothing is mounted on it.
+    Empty,
+    /// The kernel has no tracing support (no mount point in sysfs).
+    Absent,
+}
+
+/// What the machine lacks, found by inspection only (no root needed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Plan {
+    missing_packages: Vec<Package>,
+    linker: LinkerState,
+    tracefs: TracefsState,
+}
+
+impl Plan {
+    fn is_ready(&self) -> bool {
+        self.missing_packages.is_empty()
+            && matches!(self.linker, LinkerState::Ready(_))
+            && self.tracefs != TracefsState::Empty
+    }
+
+    /// Why root is needed, if it is: installing packages and mounting need it;
+    /// `cargo install` writes to the user's own ~/.cargo and does not.
+    fn root_reason(&self) -> Option<String> {
+        let mut reasons = Vec::new();
+        if !self.missing_packages.is_empty() {
+            reasons.push(format!(
+                "install Debian packages ({})",
+                package_names(&self.missing_packages).join(" ")
+            ));
+        }
+        if self.tracefs == TracefsState::Empty {
+            reasons.push(format!("mount tracefs at {TRACEFS_DIR}"));
+        }
+        if reasons.is_empty() {
+            None
+        } else {
+            Some(reasons.join(" and "))
+        }
+    }
+}
+
+/// What `cargo xtask setup` installs; `test` and `run` call it first.
+pub fn setup(opts: &SetupOptions) -> Result<()> {
+    let plan = inspect()?;
+    if plan.is_ready() && opts.quiet_if_ready {
+        return Ok(());
+    }
+
+    // Fail before doing anything, so a non-root run does not stop half-way.
+    if let Some(reason) = plan.root_reason()
+        && effective_uid()? != 0
+    {
+        bail!("setup needs root to {reason}: run it as root (e.g. `sudo cargo xtask setup`)");
+    }
+
+    // Packages come first: the bpf-linker build needs LLVM 22 from them.
+    if plan.missing_packages.is_empty() {
+        println!(
+            "setup: all {} Debian packages already installed",
+            PACKAGES.len()
+        );
+    } else {
+        install_packages(&plan.missing_packages)?;
+    }
+
+    match &plan.linker {
+        LinkerState::Ready(path) => println!(
+            "setup: bpf-linker {BPF_LINKER_VERSION} already installed ({})",
+            path.display()
+        ),
+        other => install_bpf_linker(other)?,
+    }
+
+    match plan.tracefs {
+        TracefsState::Mounted => println!("setup: tracefs already mounted at {TRACEFS_DIR}"),
+        TracefsState::Empty => mount_tracefs()?,
+        // Nothing to mount on; the tests that need tracepoints will say so.
+        TracefsState::Absent => eprintln!(
+            "setup: warning: {TRACEFS_DIR} does not exist (kernel without tracing?); \
+             tracepoint tests cannot run"
+        ),
+    }
+
+    println!("setup: ready");
+    Ok(())
+}
+
+/// Environment for building the kernel-side crate: RUSTC=/usr/bin/rustc,
+/// RUSTC_BOOTSTRAP=1, PATH with ~/.cargo/bin (bpf-linker) — returns (key, value) pairs.
+pub fn ebpf_build_env() -> Vec<(String, String)> {
+    let path = env::var_os("PATH").unwrap_or_default();
+    vec![
+        // Without it cargo asks rustup's rustc for a sysroot, which has no rust-src.
+        ("RUSTC".to_owned(), DEBIAN_RUSTC.to_owned()),
+        // -Z build-std is unstable and Debian's rustc is a stable release.
+        ("RUSTC_BOOTSTRAP".to_owned(), "1".to_owned()),
+        (
+            "PATH".to_owned(),
+            path_with_first(cargo_bin_dir().as_deref(), &path),
+        ),
+    ]
+}
+
+/// Looks at the machine without changing it.
+fn inspect() -> Result<Plan> {
+    let names: Vec<&str> = PACKAGES.iter().map(|p| p.name).collect();
+    let installed = dpkg_installed(&names)?;
+    Ok(Plan {
+        missing_packages: missing_packages(PACKAGES, &installed),
+        linker: probe_bpf_linker(),
+        tracefs: tracefs_state(Path::new(TRACEFS_DIR)),
+    })
+}
+
+// ---------------------------------------------------------------- packages
+
+/// Asks dpkg, in one call, which of `names` are installed.
+fn dpkg_installed(names: &[&str]) -> Result<HashMap<String, bool>> {
+    let mut cmd = Command::new("dpkg-query");
+    cmd.arg("-W")
+        .arg("--showformat=${Package}\t${Status}\n")
+        .args(names);
+    let out = cmd.output().with_context(|| {
+        format!(
+            "could not run `{}` (setup supports Debian only)",
+            describe(&cmd)
+        )
+    })?;
+    // Exit status 1 only means dpkg has never heard of some names (it says so
+    // on stderr); those are simply not installed.
+    if !matches!(out.status.code(), Some(0 | 1)) {
+        bail!(
+            "`{}` failed ({}): {}",
+            describe(&cmd),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(parse_dpkg_status(&String::from_utf8_lossy(&out.stdout)))
+}
+
+/// Parses `${Package}\t${Status}` lines into name -> installed. A name can
+/// appear once per architecture; it counts as installed if any of them is.
+fn parse_dpkg_status(text: &str) -> HashMap<String, bool> {
+    let mut installed: HashMap<String, bool> = HashMap::new();
+    for (name, status) in text.lines().filter_map(|l| l.split_once('\t')) {
+        *installed.entry(name.trim().to_owned()).or_default() |= status.trim() == DPKG_INSTALLED;
+    }
+    installed
+}
+
+/// The packages of `wanted` not installed according to `installed`, in order.
+fn missing_packages(wanted: &[Package], installed: &HashMap<String, bool>) -> Vec<Package> {
+    wanted
+        .iter()
+        .filter(|p| !installed.get(p.name).copied().unwrap_or(false))
+        .copied()
+        .collect()
+}
+
+fn package_names(packages: &[Package]) -> Vec<&'static str> {
+    packages.iter().map(|p| p.name).collect()
+}
+
+/// `apt-get` with no prompts, and waiting for another apt run (other
+/// engineers share the machine) instead of failing on the dpkg lock.
+fn apt_get() -> Command {
+    let mut cmd = Command::new("apt-get");
+    cmd.env("DEBIAN_FRONTEND", "noninteractive")
+        .args(["-o", "DPkg::Lock::Timeout=600"]);
+    cmd
+}
+
+fn install_packages(missing: &[Package]) -> Result<()> {
+    println!(
+        "setup: missing Debian packages: {}",
+        package_names(missing).join(" ")
+    );
+    println!("setup: updating apt package lists");
+    run(apt_get().arg("update"))?;
+
+    let mut available = Vec::new();
+    for pkg in missing {
+        if apt_has_candidate(pkg.name)? {
+            available.push(*pkg);
+        } else if pkg.required {
+            bail!(
+                "required package {} is not available from apt (see `apt-cache policy {}`)",
+                pkg.name,
+                pkg.name
+            );
+        } else {
+            eprintln!(
+                "setup: warning: {} is not available from apt; skipping it ({} will not run)",
+                pkg.name, pkg.purpose
+            );
+        }
+    }
+    if available.is_empty() {
+        return Ok(());
+    }
+
+    let names = package_names(&available);
+    println!("setup: installing Debian packages: {}", names.join(" "));
+    run(apt_get().args(["install", "-y"]).args(&names))?;
+
+    // apt-get can succeed without installing a package (e.g. held packages);
+    // catch it here rather than as a confusing build error later.
+    let installed = dpkg_installed(&names)?;
+    let still_missing = missing_packages(&available, &installed);
+    if !still_missing.is_empty() {
+        bail!(
+            "apt-get reported success but these packages are still not installed: {}",
+            package_names(&still_missing).join(" ")
+        );
+    }
+    Ok(())
+}
+
+fn apt_has_candidate(name: &str) -> Result<bool> {
+    let mut cmd = Command::new("apt-cache");
+    // The "Candidate:" label is translated in other locales.
+    cmd.env("LC_ALL", "C").args(["policy", name]);
+    let out = cmd
+        .output()
+        .with_context(|| format!("could not run `{}`", describe(&cmd)))?;
+    if !out.status.success() {
+        bail!("`{}` failed ({})", describe(&cmd), out.status);
+    }
+    Ok(has_install_candidate(&String::from_utf8_lossy(&out.stdout)))
+}
+
+/// Whether `apt-cache policy` output offers a version to install. An unknown
+/// package prints nothing; a known one without a source says "(none)".
+fn has_install_candidate(policy: &str) -> bool {
+    policy
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("Candidate:"))
+        .map(str::trim)
+        .any(|v| !v.is_empty() && v != "(none)")
+}
+
+// ---------------------------------------------------------------- bpf-linker
+
+/// ~/.cargo/bin (or $CARGO_HOME/bin), where `cargo install` puts bpf-linker.
+fn cargo_bin_dir() -> Option<PathBuf> {
+    if let Some(home) = env::var_os("CARGO_HOME").filter(|h| !h.is_empty()) {
+        return Some(PathBuf::from(home).join("bin"));
+    }
+    env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(|h| PathBuf::from(h).join(".cargo").join("bin"))
+}
+
+/// `dir` followed by `path`'s entries, as a PATH string; `dir` is not added
+/// twice when it already comes first.
+fn path_with_first(dir: Option<&Path>, path: &OsStr) -> String {
+    let rest: Vec<PathBuf> = env::split_paths(path).collect();
+    let mut dirs = Vec::with_capacity(rest.len() + 1);
+    if let Some(dir) = dir
+        && rest.first().map(PathBuf::as_path) != Some(dir)
+    {
+        dirs.push(dir.to_path_buf());
+    }
+    dirs.extend(rest);
+    // join_paths only fails on an entry containing ':', which the current PATH
+    // cannot have had; keep it unchanged rather than fail the build.
+    match env::join_paths(&dirs) {
+        Ok(joined) => joined.to_string_lossy().into_owned(),
+        Err(_) => path.to_string_lossy().into_owned(),
+    }
+}
+
+/// The bpf-linker the kernel-side build will run: [`ebpf_build_env`] puts
+/// ~/.cargo/bin first on PATH, so that one wins over any other on PATH.
+fn bpf_linker_path() -> Option<PathBuf> {
+    let path = env::var_os("PATH").unwrap_or_default();
+    cargo_bin_dir()
+        .into_iter()
+        .chain(env::split_paths(&path))
+        .map(|dir| dir.join("bpf-linker"))
+        .find(|candidate| candidate.is_file())
+}
+
+fn probe_bpf_linker() -> LinkerState {
+    let Some(path) = bpf_linker_path() else {
+        return LinkerState::Missing;
+    };
+    let found = match Command::new(&path).arg("--version").output() {
+        Ok(out) if out.status.success() => {
+            let text = String::from_utf8_lossy(&out.stdout);
+            match parse_bpf_linker_version(&text) {
+                Some(v) if v == BPF_LINKER_VERSION => return LinkerState::Ready(path),
+                Some(v) => format!("version {v}"),
+                None => format!("unrecognised --version output {:?}", text.trim()),
+            }
+        }
+        // E.g. built against an LLVM that has since been removed.
+        Ok(out) => format!(
+            "`--version` failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ),
+        Err(e) => format!("cannot run it: {e}"),
+    };
+    LinkerState::Wrong { path, found }
+}
+
+/// Extracts the version from `bpf-linker --version` output ("bpf-linker 0.13.0").
+fn parse_bpf_linker_version(output: &str) -> Option<&str> {
+    let mut words = output.lines().next()?.split_whitespace();
+    if words.next()? != "bpf-linker" {
+        return None;
+    }
+    let version = words.next()?;
+    Some(version.strip_prefix('v').unwrap_or(version))
+}
+
+fn install_bpf_linker(state: &LinkerState) -> Result<()> {
+    match state {
+        LinkerState::Wrong { path, found } => println!(
+            "setup: {} is not bpf-linker {BPF_LINKER_VERSION} ({found}); reinstalling",
+            path.display()
+        ),
+        _ => println!("setup: bpf-linker not found"),
+    }
+    if !Path::new(LLVM_PREFIX).join("bin/llvm-config").is_file() {
+        bail!("LLVM 22 is missing at {LLVM_PREFIX} (package llvm-22-dev); cannot build bpf-linker");
+    }
+
+    let path = env::var_os("PATH").unwrap_or_default();
+    // rustup's `cargo` from PATH, not Debian's: bpf-linker is an ordinary host tool.
+    let mut cmd = Command::new("cargo");
+    cmd.args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION])
+        .args(["--no-default-features", "--features", "llvm-22"])
+        // Replaces a wrong or broken copy that cargo would otherwise consider
+        // already installed; we only get here when the current one is unusable.
+        .arg("--force")
+        .env(
+            "PATH",
+            path_with_first(Some(&Path::new(LLVM_PREFIX).join("bin")), &path),
+        )
+        .env("LLVM_PREFIX", LLVM_PREFIX)
+        // xtask may run with the kernel-side build environment or flags meant
+        // for the workspace; none of them apply to a host tool.
+        .env_remove("RUSTC")
+        .env_remove("RUSTC_BOOTSTRAP")
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("CARGO_BUILD_TARGET")
+        // Away from the workspace, so its .cargo/config.toml and
+        // rust-toolchain file do not apply either.
+        .current_dir("/");
+    println!(
+        "setup: building bpf-linker {BPF_LINKER_VERSION} against LLVM 22 (a few minutes): \
+         PATH={LLVM_PREFIX}/bin:$PATH LLVM_PREFIX={LLVM_PREFIX} {}",
+        describe(&cmd)
+    );
+    run(&mut cmd)?;
+
+    match probe_bpf_linker() {
+        LinkerState::Ready(path) => {
+            println!(
+                "setup: installed bpf-linker {BPF_LINKER_VERSION} at {}",
+                path.display()
+            );
+            Ok(())
+        }
+        LinkerState::Wrong { path, found } => bail!(
+            "after `cargo install`, {} is still not bpf-linker {BPF_LINKER_VERSION} ({found})",
+            path.display()
+        ),
+        LinkerState::Missing => bail!(
+            "`cargo install` succeeded but bpf-linker is in neither {} nor PATH",
+            cargo_bin_dir().map_or_else(|| "~/.cargo/bin".to_owned(), |d| d.display().to_string())
+        ),
+    }
+}
+
+// ---------------------------------------------------------------- tracefs
+
+fn tracefs_state(dir: &Path) -> TracefsState {
+    match fs::read_dir(dir) {
+        Ok(mut entries) => {
+            if entries.next().is_none() {
+                TracefsState::Empty
+            } else {
+                TracefsState::Mounted
+            }
+        }
+        Err(e) if e.kind() == ErrorKind::NotFound => TracefsState::Absent,
+        // The bare sysfs mount point is world-readable, while a mounted
+        // tracefs root is mode 0700: a non-root user being refused means it
+        // is mounted.
+        Err(_) => TracefsState::Mounted,
+    }
+}
+
+fn mount_tracefs() -> Result<()> {
+    run(Command::new("mount").args(["-t", "tracefs", "nodev", TRACEFS_DIR]))?;
+    println!("setup: mounted tracefs at {TRACEFS_DIR}");
+    Ok(())
+}
+
+// ---------------------------------------------------------------- helpers
+
+/// Effective uid, from /proc (no libc needed), else from `id -u`.
+fn effective_uid() -> Result<u32> {
+    if let Some(uid) = fs::read_to_string("/proc/self/status")
+        .ok()
+        .as_deref()
+        .and_then(parse_effective_uid)
+    {
+        return Ok(uid);
+    }
+    let mut cmd = Command::new("id");
+    cmd.arg("-u");
+    let out = cmd
+        .output()
+        .with_context(|| format!("could not run `{}` to check for root", describe(&cmd)))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.trim()
+        .parse()
+        .with_context(|| format!("`{}` printed {:?}, not a uid", describe(&cmd), text.trim()))
+}
+
+/// The effective uid from /proc/self/status ("Uid: real effective saved fs").
+fn parse_effective_uid(status: &str) -> Option<u32> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// Runs `cmd` with the terminal as its stdio (so apt's and cargo's progress
+/// shows) and fails with the command line and exit status if it fails.
+fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd
+        .status()
+        .with_context(|| format!("could not start `{}`", describe(cmd)))?;
+    if !status.success() {
+        bail!("`{}` failed ({status})", describe(cmd));
+    }
+    Ok(())
+}
+
+/// The command line of `cmd`, for messages.
+fn describe(cmd: &Command) -> String {
+    std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(OsStr::to_string_lossy)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status_map(pairs: &[(&str, bool)]) -> HashMap<String, bool> {
+        pairs.iter().map(|(n, i)| ((*n).to_owned(), *i)).collect()
+    }
+
+    #[test]
+    fn dpkg_status_parsing() {
+        let text = "curl\tinstall ok installed\n\
+                    bpftool\tdeinstall ok config-files\n\
+                    cpio\tunknown ok not-installed\n\
+                    zlib1g-dev\tinstall ok installed\n\
+                    zlib1g-dev\tunknown ok not-installed\n\
+                    garbage line without tab\n";
+        let parsed = parse_dpkg_status(text);
+        assert_eq!(parsed.get("curl"), Some(&true));
+        assert_eq!(parsed.get("bpftool"), Some(&false));
+        assert_eq!(parsed.get("cpio"), Some(&false));
+        // Installed for one architecture is enough.
+        assert_eq!(parsed.get("zlib1g-dev"), Some(&true));
+        assert_eq!(parsed.len(), 4);
+    }
+
+    #[test]
+    fn missing_packages_keeps_order_and_treats_unknown_as_missing() {
+        let wanted = [
+            required("a"),
+            optional("b", "tests"),
+            required("c"),
+            optional("d", "tests"),
+        ];
+        let installed = status_map(&[("a", true), ("b", false), ("d", true)]);
+        let names = package_names(&missing_packages(&wanted, &installed));
+        assert_eq!(names, ["b", "c"]);
+        let all = status_map(&[("a", true), ("b", true), ("c", true), ("d", true)]);
+        assert!(missing_packages(&wanted, &all).is_empty());
+    }
+
+    #[test]
+    fn package_list_marks_toolchain_required() {
+        for name in [
+            "rustc-web",
+            "rust-web-src",
+            "cargo-web",
+            "llvm-22-dev",
+            "clang-22",
+        ] {
+            assert!(
+                PACKAGES.iter().any(|p| p.name == name && p.required),
+                "{name}"
+            );
+        }
+        for name in ["qemu-system-x86", "bpftool", "nginx-light", "linux-perf"] {
+            assert!(
+                PACKAGES.iter().any(|p| p.name == name && !p.required),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn bpf_linker_version_parsing() {
+        assert_eq!(
+            parse_bpf_linker_version("bpf-linker 0.13.0\n"),
+            Some("0.13.0")
+        );
+        assert_eq!(
+            parse_bpf_linker_version("bpf-linker v0.9.14"),
+            Some("0.9.14")
+        );
+        assert_eq!(
+            parse_bpf_linker_version("  bpf-linker   0.13.0  \nmore"),
+            Some("0.13.0")
+        );
+        assert_eq!(parse_bpf_linker_version("something 0.13.0"), None);
+        assert_eq!(parse_bpf_linker_version("bpf-linker"), None);
+        assert_eq!(parse_bpf_linker_version(""), None);
+    }
+
+    #[test]
+    fn apt_candidate_parsing() {
+        let available =
+            "curl:\n  Installed: (none)\n  Candidate: 7.88.1-10+deb12u15\n  Version table:\n";
+        let no_source = "linux-perf:\n  Installed: (none)\n  Candidate: (none)\n  Version table:\n";
+        assert!(has_install_candidate(available));
+        assert!(!has_install_candidate(no_source));
+        // apt-cache prints nothing for a name it does not know.
+        assert!(!has_install_candidate(""));
+    }
+
+    #[test]
+    fn effective_uid_parsing() {
+        let status =
+            "Name:\tcat\nUmask:\t0022\nUid:\t1000\t0\t0\t0\nGid:\t1000\t1000\t1000\t1000\n";
+        assert_eq!(parse_effective_uid(status), Some(0));
+        assert_eq!(
+            parse_effective_uid("Uid:\t0\t1000\t1000\t1000\n"),
+            Some(1000)
+        );
+        assert_eq!(parse_effective_uid("Name:\tcat\n"), None);
+    }
+
+    #[test]
+    fn path_gets_cargo_bin_first_once() {
+        let bin = Path::new("/root/.cargo/bin");
+        assert_eq!(
+            path_with_first(Some(bin), OsStr::new("/usr/bin:/bin")),
+            "/root/.cargo/bin:/usr/bin:/bin"
+        );
+        assert_eq!(
+            path_with_first(Some(bin), OsStr::new("/root/.cargo/bin:/usr/bin")),
+            "/root/.cargo/bin:/usr/bin"
+        );
+        assert_eq!(path_with_first(None, OsStr::new("/usr/bin")), "/usr/bin");
+    }
+
+    #[test]
+    fn build_env_has_debian_rustc_and_bootstrap() {
+        let env = ebpf_build_env();
+        let get = |k: &str| {
+            env.iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(get("RUSTC"), Some(DEBIAN_RUSTC));
+        assert_eq!(get("RUSTC_BOOTSTRAP"), Some("1"));
+        assert!(get("PATH").is_some());
+    }
+
+    #[test]
+    fn plan_readiness_and_root_reason() {
+        let ready = Plan {
+            missing_packages: Vec::new(),
+            linker: LinkerState::Ready(PathBuf::from("/root/.cargo/bin/bpf-linker")),
+            tracefs: TracefsState::Mounted,
+        };
+        assert!(ready.is_ready());
+        assert_eq!(ready.root_reason(), None);
+
+        // A missing bpf-linker needs work, but not root.
+        let linker_only = Plan {
+            linker: LinkerState::Missing,
+            ..ready.clone()
+        };
+        assert!(!linker_only.is_ready());
+        assert_eq!(linker_only.root_reason(), None);
+
+        // Nothing can be mounted without a mount point: not an action item.
+        let no_tracing = Plan {
+            tracefs: TracefsState::Absent,
+            ..ready.clone()
+        };
+        assert!(no_tracing.is_ready());
+
+        let needs_root = Plan {
+            missing_packages: vec![required("clang-22"), optional("curl", "tests")],
+            tracefs: TracefsState::Empty,
+            ..ready
+        };
+        assert!(!needs_root.is_ready());
+        assert_eq!(
+            needs_root.root_reason().as_deref(),
+            Some(
+                "install Debian packages (clang-22 curl) and mount tracefs at /sys/kernel/tracing"
+            )
+        );
+    }
+
+    #[test]
+    fn tracefs_state_of_directories() {
+        let base = env::temp_dir().join(format!("kscope-setup-test-{}", std::process::id()));
+        let empty = base.join("empty");
+        let full = base.join("full");
+        assert!(fs::create_dir_all(&empty).is_ok());
+        assert!(fs::create_dir_all(full.join("events")).is_ok());
+        assert_eq!(tracefs_state(&empty), TracefsState::Empty);
+        assert_eq!(tracefs_state(&full), TracefsState::Mounted);
+        assert_eq!(tracefs_state(&base.join("absent")), TracefsState::Absent);
+        let _ = fs::remove_dir_all(&base);
+    }
+
+    #[test]
+    fn describe_joins_program_and_args() {
+        let mut cmd = Command::new("apt-get");
+        cmd.args(["install", "-y", "curl"]);
+        assert_eq!(describe(&cmd), "apt-get install -y curl");
+    }
+}
