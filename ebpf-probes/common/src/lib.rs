@@ -154,7 +154,8 @@ pub struct TcpEvent {
     pub remote_addr: [u8; 16],
     /// On close: `tcp_sock.bytes_sent`, payload bytes sent (retransmits included).
     pub bytes_sent: u64,
-    /// On close: `tcp_sock.bytes_received`.
+    /// On close: payload bytes received (`tcp_sock.bytes_received` less the
+    /// peer's FIN).
     pub bytes_received: u64,
     /// On close: time since connect or accept was seen; zero when kscope
     /// started after the connection opened.
@@ -276,7 +277,12 @@ pub mod tcp_state {
     pub const ESTABLISHED: i32 = 1;
     pub const SYN_SENT: i32 = 2;
     pub const SYN_RECV: i32 = 3;
+    pub const FIN_WAIT2: i32 = 5;
     pub const CLOSE: i32 = 7;
+    pub const CLOSE_WAIT: i32 = 8;
+    pub const LAST_ACK: i32 = 9;
+    pub const LISTEN: i32 = 10;
+    pub const CLOSING: i32 = 11;
 }
 
 pub const IPPROTO_TCP: u16 = 6;

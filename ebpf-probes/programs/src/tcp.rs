@@ -212,7 +212,7 @@ fn on_close<C: EbpfContext>(ctx: &C, form: HookFormId, sk: u64, old: i32, ends: 
         }
         // Listeners and half-open children never were connections; anything
         // else predates kscope and is reported with what the sock still says.
-        None if old == tcp_state::SYN_RECV || old == 10 /* LISTEN */ => return,
+        None if old == tcp_state::SYN_RECV || old == tcp_state::LISTEN => return,
         None => (current_header(0, 0), 0, 0, 0),
     };
     if header.pid == 0 {
@@ -222,9 +222,18 @@ fn on_close<C: EbpfContext>(ctx: &C, form: HookFormId, sk: u64, old: i32, ends: 
     header.kind = EventKind::TcpClose as u32;
     header.hook_form = form as u32;
     header.timestamp_ns = now;
+    // `bytes_received` is receive sequence space: the peer's FIN takes one
+    // number of it. States from which only a received FIN leads to CLOSE
+    // tell that it is in there; FIN_WAIT2 ends by the peer's FIN (TIME_WAIT)
+    // unless its timer runs out first, where this undercounts by one.
+    let fin_received = matches!(
+        old,
+        tcp_state::FIN_WAIT2 | tcp_state::CLOSE_WAIT | tcp_state::LAST_ACK | tcp_state::CLOSING
+    );
+    let received = kernel::read::<u64>(sk, offset!(tcp_bytes_received)).unwrap_or(0);
     let bytes = (
         kernel::read::<u64>(sk, offset!(tcp_bytes_sent)).unwrap_or(0),
-        kernel::read::<u64>(sk, offset!(tcp_bytes_received)).unwrap_or(0),
+        received.saturating_sub(u64::from(fin_received)),
     );
     emit(ctx, header, sk, role, ends, never_established, bytes, duration);
 }

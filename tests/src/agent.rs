@@ -1,0 +1,143 @@
+//! Running the real `kscope` binary and collecting its JSON records.
+
+use std::{
+    io::{BufRead, BufReader},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    thread,
+    time::Duration,
+};
+
+use anyhow::{Context as _, bail};
+use serde_json::Value;
+
+/// The binary under test: `KSCOPE_BIN` (set by `cargo xtask test`), else the
+/// release build.
+pub fn kscope_binary() -> anyhow::Result<PathBuf> {
+    let path = std::env::var_os("KSCOPE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| crate::workspace_root().join("target/release/kscope"));
+    if !path.exists() {
+        bail!("{} does not exist: run the tests with `cargo xtask test` (it builds kscope first)", path.display());
+    }
+    Ok(path)
+}
+
+/// A `kscope run --output json` in the background.
+pub struct KscopeRun {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    pub records: Vec<Value>,
+    stderr: mpsc::Receiver<String>,
+}
+
+impl KscopeRun {
+    /// Starts kscope with `args` after `run --output json`, and waits until
+    /// it reports its sensors (so everything is attached).
+    pub fn start(args: &[&str]) -> anyhow::Result<Self> {
+        let mut child = Command::new(kscope_binary()?)
+            .args(["run", "--output", "json"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("cannot start kscope")?;
+        let lines = pipe_lines(child.stdout.take().context("stdout")?);
+        let stderr = pipe_lines(child.stderr.take().context("stderr")?);
+        let mut run = Self { child, lines, records: Vec::new(), stderr };
+        let first = run.lines.recv_timeout(Duration::from_secs(60));
+        match first {
+            Ok(line) => {
+                let record: Value = serde_json::from_str(&line).with_context(|| format!("not JSON: {line}"))?;
+                if record["type"] != "sensors" {
+                    bail!("first record is not the sensors record: {line}");
+                }
+                run.records.push(record);
+            }
+            Err(_) => {
+                let _ = run.child.kill();
+                let err: Vec<String> = run.stderr.try_iter().collect();
+                bail!("kscope did not report its sensors; stderr:\n{}", err.join("\n"));
+            }
+        }
+        Ok(run)
+    }
+
+    pub fn sensors(&self) -> &Value {
+        &self.records[0]
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGINT (what Ctrl-C does), waits for exit and collects every
+    /// record.
+    pub fn stop(mut self) -> anyhow::Result<Finished> {
+        send_signal(self.child.id(), 2);
+        let status = wait_timeout(&mut self.child, Duration::from_secs(30))?;
+        for line in self.lines.iter() {
+            let record: Value = serde_json::from_str(&line).with_context(|| format!("not JSON: {line}"))?;
+            self.records.push(record);
+        }
+        let stderr: Vec<String> = self.stderr.iter().collect();
+        Ok(Finished { exit_code: status, records: self.records, stderr: stderr.join("\n") })
+    }
+
+    pub fn kill(mut self) -> anyhow::Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+}
+
+pub struct Finished {
+    pub exit_code: Option<i32>,
+    pub records: Vec<Value>,
+    pub stderr: String,
+}
+
+impl Finished {
+    pub fn summary(&self) -> Option<&Value> {
+        self.records.iter().rev().find(|r| r["type"] == "summary")
+    }
+}
+
+unsafe extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+/// kill(2): e.g. SIGINT (2) for what Ctrl-C does, SIGTERM (15).
+pub fn send_signal(pid: u32, signal: i32) {
+    // SAFETY: kill(2) takes plain integers and touches no memory of ours.
+    unsafe { libc_kill(pid as i32, signal) };
+}
+
+fn pipe_lines(reader: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(reader).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+fn wait_timeout(child: &mut Child, timeout: Duration) -> anyhow::Result<Option<i32>> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(status.code());
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            bail!("kscope did not exit within {timeout:?} of SIGINT");
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}

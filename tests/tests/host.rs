@@ -1,0 +1,354 @@
+//! kscope on this machine's kernel, against real nginx and curl. The kernel
+//! here has no kprobes and refuses fentry, so every sensor runs on its
+//! tracepoint form; the same checks run on kprobe and fentry in the QEMU
+//! guests (tests/tests/vm.rs).
+
+use std::{
+    collections::BTreeSet,
+    net::TcpListener,
+    os::unix::process::CommandExt,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::Mutex,
+    thread,
+    time::{Duration, Instant},
+};
+
+use kscope_tests::{
+    agent::{KscopeRun, kscope_binary, send_signal},
+    checks::{ClientRun, Exchange, check_exchange, check_ledger, check_program_stats, check_refused},
+};
+use serde_json::Value;
+
+/// The tests attach to the same kernel hooks; one at a time keeps each
+/// run's records its own.
+static KERNEL: Mutex<()> = Mutex::new(());
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+}
+
+/// nginx from Debian, on loopback, one worker.
+struct Nginx {
+    master: Child,
+    dir: PathBuf,
+    port: u16,
+}
+
+impl Nginx {
+    fn start() -> Self {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("kscope-nginx-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(dir.join("www")).expect("nginx dir");
+        std::fs::write(dir.join("www/index.html"), "hello from nginx under kscope\n").expect("index");
+        let conf = format!(
+            "daemon off; worker_processes 1; pid {d}/nginx.pid; error_log {d}/error.log;\n\
+             events {{ worker_connections 64; }}\n\
+             http {{ access_log off; client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d};\n\
+             uwsgi_temp_path {d}; scgi_temp_path {d};\n\
+             server {{ listen 127.0.0.1:{port}; root {d}/www; }} }}\n",
+            d = dir.display()
+        );
+        std::fs::write(dir.join("nginx.conf"), conf).expect("nginx.conf");
+        let master = Command::new("nginx")
+            .arg("-c")
+            .arg(dir.join("nginx.conf"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nginx (Debian's nginx-light; `cargo xtask setup` installs it)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "nginx did not listen on {port}");
+            thread::sleep(Duration::from_millis(20));
+        }
+        Self { master, dir, port }
+    }
+
+    /// The worker process, which accepts connections.
+    fn worker_pid(&self) -> u64 {
+        let children = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", self.master.id()))
+            .expect("nginx children");
+        let workers: Vec<u64> = children.split_whitespace().filter_map(|p| p.parse().ok()).collect();
+        assert_eq!(workers.len(), 1, "one nginx worker: {workers:?}");
+        workers[0]
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        // SIGTERM: the master stops its workers too (SIGKILL would orphan
+        // them, still holding the test's pipes).
+        send_signal(self.master.id(), 15);
+        let _ = self.master.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A cgroup v2 group of the test's own, so the records' cgroup id can be
+/// checked against the group's inode number.
+struct Cgroup {
+    path: PathBuf,
+}
+
+impl Cgroup {
+    fn create(name: &str) -> Self {
+        let mounts = std::fs::read_to_string("/proc/mounts").expect("/proc/mounts");
+        let root = mounts
+            .lines()
+            .find_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f.get(2) == Some(&"cgroup2")).then(|| PathBuf::from(f[1]))
+            })
+            .expect("a cgroup2 mount");
+        let path = root.join(format!("{name}-{}", std::process::id()));
+        let _ = std::fs::create_dir(&path);
+        Self { path }
+    }
+
+    fn id(&self) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(&self.path).expect("cgroup dir").ino()
+    }
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.path);
+    }
+}
+
+struct CurlRun {
+    pid: u64,
+    exit_code: u64,
+    wall_ns: u64,
+    stdout: String,
+}
+
+/// Runs curl in `cgroup` (moved there before exec, so exec already counts).
+fn curl(cgroup: &Cgroup, args: &[&str]) -> CurlRun {
+    let procs = cgroup.path.join("cgroup.procs");
+    let mut cmd = Command::new("curl");
+    cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::null());
+    // SAFETY: between fork and exec only async-signal-safe calls: open,
+    // write, close (std::fs would allocate; done with raw libc-free syscalls
+    // through std's File is not guaranteed safe), so the path is prepared
+    // beforehand and written with a plain write.
+    let procs_c = std::ffi::CString::new(procs.as_os_str().as_encoded_bytes()).expect("path");
+    unsafe {
+        cmd.pre_exec(move || {
+            let fd = open(procs_c.as_ptr(), 1);
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let ok = write(fd, b"0".as_ptr(), 1) == 1;
+            close(fd);
+            if ok { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+        });
+    }
+    let started = Instant::now();
+    let child = cmd.spawn().expect("curl");
+    let pid = u64::from(child.id());
+    let out = child.wait_with_output().expect("curl output");
+    let wall_ns = started.elapsed().as_nanos() as u64;
+    CurlRun {
+        pid,
+        exit_code: out.status.code().map_or(255, |c| c as u64),
+        wall_ns,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+    }
+}
+
+unsafe extern "C" {
+    fn open(path: *const std::ffi::c_char, flags: i32, ...) -> i32;
+    fn write(fd: i32, buf: *const u8, n: usize) -> isize;
+    fn close(fd: i32) -> i32;
+}
+
+fn hook_forms(sensors: &Value) -> Vec<(String, String)> {
+    sensors["sensors"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|s| (s["sensor"].as_str().unwrap_or("").to_owned(), s["chosen"].as_str().unwrap_or("none").to_owned()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn tracepoint_forms_report_nginx_and_curl_exactly() {
+    let _kernel = KERNEL.lock().unwrap_or_else(|e| e.into_inner());
+    let nginx = Nginx::start();
+    let cgroup = Cgroup::create("kscope-test-curl");
+    let kscope = KscopeRun::start(&["--stats-interval", "1"]).expect("kscope starts");
+    assert_eq!(
+        hook_forms(kscope.sensors()),
+        vec![("process".to_owned(), "tracepoint".to_owned()), ("tcp".to_owned(), "tracepoint".to_owned())]
+    );
+    // The sensors record says why better forms were rejected on this kernel.
+    let rejected = kscope.sensors()["sensors"][1]["rejected"].to_string();
+    assert!(rejected.contains("CONFIG_KPROBES not set"), "{rejected}");
+    assert!(rejected.contains("EPERM from BPF_PROG_LOAD"), "{rejected}");
+
+    let url = format!("http://127.0.0.1:{}/index.html", nginx.port);
+    let ok = curl(&cgroup, &["-s", "-w", "\n%{size_request} %{size_header} %{size_download}", &url]);
+    assert_eq!(ok.exit_code, 0);
+    let (body, sizes) = ok.stdout.rsplit_once('\n').expect("curl -w line");
+    assert_eq!(body, "hello from nginx under kscope\n");
+    let sizes: Vec<u64> = sizes.split(' ').map(|s| s.parse().expect("size")).collect();
+
+    let closed_port = free_port();
+    let refused = curl(&cgroup, &["-s", &format!("http://127.0.0.1:{closed_port}/")]);
+    assert_eq!(refused.exit_code, 7, "curl: couldn't connect");
+
+    let missing = curl(&cgroup, &["-s", "-f", &format!("http://127.0.0.1:{}/missing", nginx.port)]);
+    assert_eq!(missing.exit_code, 22, "curl -f on a 404");
+
+    thread::sleep(Duration::from_millis(1500));
+    let finished = kscope.stop().expect("kscope stops");
+    assert_eq!(finished.exit_code, Some(0), "stderr: {}", finished.stderr);
+    let records = &finished.records;
+
+    let exchange = |run: &CurlRun, sent: Option<u64>, received: Option<u64>| Exchange {
+        client: ClientRun {
+            pid: run.pid,
+            ppid: u64::from(std::process::id()),
+            comm: "curl".into(),
+            filename: "/usr/bin/curl".into(),
+            exit_code: run.exit_code,
+            cgroup_id: Some(cgroup.id()),
+            wall_ns: run.wall_ns,
+        },
+        server_pid: nginx.worker_pid(),
+        server_comm: "nginx".into(),
+        server_port: u64::from(nginx.port),
+        client_sent: sent,
+        client_received: received,
+        hook_form: "tracepoint".into(),
+    };
+    let errors: Vec<String> = [
+        check_exchange(records, &exchange(&ok, Some(sizes[0]), Some(sizes[1] + sizes[2]))),
+        check_exchange(records, &exchange(&missing, None, None)),
+        check_refused(records, refused.pid, u64::from(closed_port), "curl", "tracepoint"),
+    ]
+    .into_iter()
+    .filter_map(Result::err)
+    .collect();
+    assert!(errors.is_empty(), "{}", errors.join("\n---\n"));
+
+    // Periodic stats while running, and a summary whose counts add up.
+    assert!(records.iter().filter(|r| r["type"] == "stats").count() >= 1);
+    let summary = finished.summary().expect("a summary record at exit");
+    check_ledger(summary).unwrap();
+    check_program_stats(summary, &["process_exec_tp", "process_exit_tp", "tcp_state_tp", "tcp_accept4_tp"]).unwrap();
+    assert_eq!(summary["lost_events"], 0);
+}
+
+/// Ids of the loaded BPF programs or maps (`kind` is "prog" or "map").
+fn bpf_ids(kind: &str) -> BTreeSet<u64> {
+    let out = Command::new("bpftool").args([kind, "show", "--json"]).output().expect("bpftool");
+    let list: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    list.as_array().map(|a| a.iter().filter_map(|p| p["id"].as_u64()).collect()).unwrap_or_default()
+}
+
+#[test]
+fn sigkill_leaves_no_program_or_map_behind() {
+    let _kernel = KERNEL.lock().unwrap_or_else(|e| e.into_inner());
+    let before = (bpf_ids("prog"), bpf_ids("map"));
+    let kscope = KscopeRun::start(&[]).expect("kscope starts");
+    let ours = (
+        bpf_ids("prog").difference(&before.0).copied().collect::<BTreeSet<_>>(),
+        bpf_ids("map").difference(&before.1).copied().collect::<BTreeSet<_>>(),
+    );
+    // Both sensors' tracepoint programs (5) and the maps they share.
+    assert!(ours.0.len() >= 5 && ours.1.len() >= 5, "kscope's programs and maps are loaded: {ours:?}");
+    kscope.kill().expect("SIGKILL");
+    // The kernel frees them once the last fd closes, a little later.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left: (Vec<u64>, Vec<u64>) = (
+            bpf_ids("prog").intersection(&ours.0).copied().collect(),
+            bpf_ids("map").intersection(&ours.1).copied().collect(),
+        );
+        if left.0.is_empty() && left.1.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "left behind after SIGKILL: programs {:?}, maps {:?}", left.0, left.1);
+        thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!Path::new("/sys/fs/bpf/kscope").exists(), "kscope pins nothing");
+}
+
+#[test]
+fn probe_names_each_rejected_form_and_its_reason() {
+    let _kernel = KERNEL.lock().unwrap_or_else(|e| e.into_inner());
+    let out = Command::new(kscope_binary().unwrap()).args(["probe"]).output().expect("kscope probe");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].starts_with("kernel "), "{text}");
+    assert_eq!(lines[1], "process  tracepoint (process exec and exit)", "{text}");
+    assert_eq!(
+        lines[2],
+        "         rejected kprobe: CONFIG_KPROBES not set (no kprobe PMU at /sys/bus/event_source/devices/kprobe)"
+    );
+    assert_eq!(lines[3], "         rejected fentry: fexit:bprm_execve: EPERM from BPF_PROG_LOAD");
+    assert_eq!(lines[4], "tcp      tracepoint (TCP connect, accept and close)");
+    assert_eq!(lines[6], "         rejected fentry: fentry:tcp_connect: EPERM from BPF_PROG_LOAD");
+}
+
+#[test]
+fn forced_form_that_cannot_run_fails_with_the_reason() {
+    let _kernel = KERNEL.lock().unwrap_or_else(|e| e.into_inner());
+    let out = Command::new(kscope_binary().unwrap())
+        .args(["run", "--hook-form", "kprobe", "--duration", "1"])
+        .output()
+        .expect("kscope run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("rejected kprobe: CONFIG_KPROBES not set"), "{stderr}");
+    assert!(stderr.lines().last().unwrap_or("").starts_with("error: no sensor could start on kernel"), "{stderr}");
+}
+
+#[test]
+fn unprivileged_run_names_the_missing_capabilities() {
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"])
+        .arg(kscope_binary().unwrap())
+        .args(["run"])
+        .output()
+        .expect("setpriv");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(
+        stderr.starts_with("error: kscope needs CAP_BPF and CAP_PERFMON to load eBPF programs"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn unknown_option_is_a_usage_error() {
+    let out = Command::new(kscope_binary().unwrap()).args(["run", "--no-such-flag"]).output().expect("kscope");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.starts_with("error: unexpected argument '--no-such-flag' found"), "{stderr}");
+}
+
+#[test]
+fn unmounted_tracefs_is_mounted_for_the_run() {
+    let _kernel = KERNEL.lock().unwrap_or_else(|e| e.into_inner());
+    // In a private mount namespace, so the machine's own mount is untouched.
+    let script = format!(
+        "umount /sys/kernel/tracing && ! test -e /sys/kernel/tracing/events && {} probe --output json",
+        kscope_binary().unwrap().display()
+    );
+    let out = Command::new("unshare").args(["-m", "--propagation", "private", "sh", "-c", &script]).output().expect("unshare");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let record: Value = serde_json::from_str(stdout.trim()).expect("probe JSON");
+    assert_eq!(record["sensors"][0]["chosen"], "tracepoint", "{record}");
+    assert_eq!(record["sensors"][1]["chosen"], "tracepoint", "{record}");
+}
