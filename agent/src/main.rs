@@ -116,20 +116,21 @@ fn main() -> ExitCode {
 /// Attaches each sensor as `run` would (so fentry's load-time refusal is
 /// seen), reports, and detaches.
 fn probe(format: OutputFormat) -> anyhow::Result<()> {
-    let attached = run::attach(None)?;
+    let mut prepared = run::prepare()?;
+    let choices = run::attach_sensors(&mut prepared, None);
     let mut out = std::io::stdout().lock();
     match format {
         OutputFormat::Console => {
-            writeln!(out, "kernel {}", attached.features.release)?;
-            for line in output::choice_lines(&attached.choices) {
+            writeln!(out, "kernel {}", prepared.features.release)?;
+            for line in output::choice_lines(&choices) {
                 writeln!(out, "{line}")?;
             }
         }
         OutputFormat::Json => {
             let record = serde_json::json!({
                 "type": "probe",
-                "kernel": attached.features.release,
-                "sensors": attached.choices,
+                "kernel": prepared.features.release,
+                "sensors": choices,
             });
             writeln!(out, "{record}")?;
         }

@@ -37,36 +37,47 @@ pub struct RunOptions {
     pub queue_capacity: usize,
 }
 
-/// Sensors attached into a loaded object, ready to stream.
-pub struct Attached {
+/// The loaded object and what the kernel offers, before any sensor attaches.
+pub struct Prepared {
     pub ebpf: Ebpf,
-    pub choices: Vec<SensorChoice>,
     pub features: KernelFeatures,
 }
 
-/// Preflight, feature detection, load, and the per-sensor form choice.
-pub fn attach(forced: Option<HookForm>) -> anyhow::Result<Attached> {
+/// Preflight, feature detection and load; nothing is attached yet.
+pub fn prepare() -> anyhow::Result<Prepared> {
     preflight::check_capabilities()?;
     if let Some(note) = preflight::ensure_tracefs() {
         tracing::info!("{note}");
     }
     let features = KernelFeatures::detect(&sensors::wanted());
-    let mut ebpf = loader::load(&features).context("cannot load kscope's eBPF object")?;
+    let ebpf = loader::load(&features).context("cannot load kscope's eBPF object")?;
+    Ok(Prepared { ebpf, features })
+}
+
+/// Each sensor on the best form that attaches (or only `forced`).
+pub fn attach_sensors(prepared: &mut Prepared, forced: Option<HookForm>) -> Vec<SensorChoice> {
     let btf = aya::Btf::from_sys_fs().ok();
-    let choices = sensors::choose_and_attach(&features, forced, |form| {
-        sensors::attach_form(&mut ebpf, btf.as_ref(), form)
-    });
-    Ok(Attached { ebpf, choices, features })
+    let ebpf = &mut prepared.ebpf;
+    sensors::choose_and_attach(&prepared.features, forced, |form| sensors::attach_form(ebpf, btf.as_ref(), form))
 }
 
 pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
-    let Attached { mut ebpf, choices, features } = attach(opts.hook_form)?;
+    let mut prepared = prepare()?;
     let clock = Clock::now();
     let started = Instant::now();
-    report_choices(&choices, &features, opts.output)?;
-    if choices.iter().all(|c| c.chosen.is_none()) {
-        bail!("no sensor could start on kernel {}; `kscope probe` shows why", features.release);
-    }
+
+    // The buffers are open before any program attaches, so the first
+    // events have somewhere to go.
+    let cpus = aya::util::online_cpus().map_err(|(what, err)| anyhow::anyhow!("{what}: {err}"))?;
+    let possible = aya::util::nr_cpus().map_err(|(what, err)| anyhow::anyhow!("{what}: {err}"))?;
+    let ledger = Arc::new(LossLedger::new(cpus.len()));
+    let array: PerfEventArray<MapData> = prepared
+        .ebpf
+        .take_map(names::EVENTS)
+        .context("the eBPF object has no EVENTS map")?
+        .try_into()?;
+    let (queue, events) = mpsc::channel(opts.queue_capacity);
+    let readers = transport::start(array, &cpus, opts.pages_per_cpu, Arc::clone(&ledger), queue)?;
 
     // Kept open for the run: the kernel counts program run time only while
     // some process holds this fd (or kernel.bpf_stats_enabled is 1).
@@ -74,15 +85,12 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let bpf_stats_enabled = stats_fd.is_some()
         || std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled").is_ok_and(|s| s.trim() == "1");
 
-    let cpus = aya::util::online_cpus().map_err(|(what, err)| anyhow::anyhow!("{what}: {err}"))?;
-    let possible = aya::util::nr_cpus().map_err(|(what, err)| anyhow::anyhow!("{what}: {err}"))?;
-    let ledger = Arc::new(LossLedger::new(cpus.len()));
-    let array: PerfEventArray<MapData> = ebpf
-        .take_map(names::EVENTS)
-        .context("the eBPF object has no EVENTS map")?
-        .try_into()?;
-    let (queue, events) = mpsc::channel(opts.queue_capacity);
-    let readers = transport::start(array, &cpus, opts.pages_per_cpu, Arc::clone(&ledger), queue)?;
+    let choices = attach_sensors(&mut prepared, opts.hook_form);
+    let Prepared { mut ebpf, features } = prepared;
+    report_choices(&choices, &features, opts.output)?;
+    if choices.iter().all(|c| c.chosen.is_none()) {
+        bail!("no sensor could start on kernel {}; `kscope probe` shows why", features.release);
+    }
     let writer = tokio::spawn(write_events(events, opts.output, clock, Arc::clone(&ledger)));
 
     let mut interval = tokio::time::interval(opts.stats_interval);

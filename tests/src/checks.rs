@@ -42,7 +42,10 @@ fn one<'a>(records: &'a [Value], kind: &str, what: &str, pred: impl Fn(&Value) -
     let found: Vec<&Value> = of_type(records, kind).filter(|r| pred(r)).collect();
     match found.as_slice() {
         [one] => Ok(one),
-        [] => Err(format!("no {kind} record for {what}")),
+        [] => {
+            let seen: Vec<String> = of_type(records, kind).take(8).map(ToString::to_string).collect();
+            Err(format!("no {kind} record for {what}; first {kind} records: {}", seen.join("\n")))
+        }
         many => Err(format!("{} {kind} records for {what}: {many:?}", many.len())),
     }
 }

@@ -88,6 +88,7 @@ const PACKAGES: &[Package] = &[
     optional("nginx-light", "host integration tests"),
     optional("curl", "host integration tests"),
     optional("linux-perf", "benchmarks"),
+    optional("wrk", "benchmarks"),
 ];
 
 /// State of the bpf-linker that the kernel-side build would pick up.

@@ -213,12 +213,11 @@ fn on_close<C: EbpfContext>(ctx: &C, form: HookFormId, sk: u64, old: i32, ends: 
         // Listeners and half-open children never were connections; anything
         // else predates kscope and is reported with what the sock still says.
         None if old == tcp_state::SYN_RECV || old == tcp_state::LISTEN => return,
-        None => (current_header(0, 0), 0, 0, 0),
+        // Opened before kscope started. The task running now may be any
+        // task a softirq interrupted, so the owner is reported unknown (pid 0)
+        // rather than guessed.
+        None => (EventHeader::zeroed(), 0, 0, 0),
     };
-    if header.pid == 0 {
-        // A server socket closed before its accept was seen.
-        header = current_header(0, 0);
-    }
     header.kind = EventKind::TcpClose as u32;
     header.hook_form = form as u32;
     header.timestamp_ns = now;
