@@ -55,17 +55,11 @@ fn build_probes(probes: &Path, target_dir: &Path) -> PathBuf {
     // Settings meant for the host build must not leak into the BPF build.
     for (key, _) in env::vars_os() {
         let key = key.to_string_lossy().into_owned();
-        if key.starts_with("CARGO_")
+        let host_only = key.starts_with("CARGO_")
             || key.starts_with("RUSTC")
-            || key == "RUSTFLAGS"
-            || key == "RUSTDOC"
-            || key == "TARGET"
-            || key == "HOST"
-            || key == "OUT_DIR"
-        {
-            if key != "CARGO_HOME" {
-                cmd.env_remove(&key);
-            }
+            || ["RUSTFLAGS", "RUSTDOC", "TARGET", "HOST", "OUT_DIR"].contains(&key.as_str());
+        if host_only && key != "CARGO_HOME" {
+            cmd.env_remove(&key);
         }
     }
     cmd.env("RUSTC", DEBIAN_RUSTC).env("RUSTC_BOOTSTRAP", "1");

@@ -5,8 +5,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use kscope_common::{
-    AF_INET, AF_INET6, EventHeader, EventKind, HookFormId, ProcessExecEvent, ProcessExitEvent,
-    TcpEvent, TcpRole,
+    AF_INET, AF_INET6, EventHeader, EventKind, HookFormId, ProcessExecEvent, ProcessExitEvent, TcpEvent, TcpRole,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -270,7 +269,8 @@ pub(crate) mod tests {
         let Event::Exec(e) = decode(&bytes_of(&exec)).unwrap() else { panic!() };
         assert_eq!((e.filename.as_str(), e.ppid, e.filename_truncated), ("/usr/bin/curl", 1, false));
 
-        let exit = ProcessExitEvent { header: header(EventKind::ProcessExit), ppid: 1, exit_status: 7 << 8, lifetime_ns: 9 };
+        let exit =
+            ProcessExitEvent { header: header(EventKind::ProcessExit), ppid: 1, exit_status: 7 << 8, lifetime_ns: 9 };
         let Event::Exit(x) = decode(&bytes_of(&exit)).unwrap() else { panic!() };
         assert_eq!((x.exit_code, x.signal, x.lifetime_ns), (Some(7), None, 9));
 

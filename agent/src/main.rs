@@ -2,6 +2,8 @@
 //! lifecycle events; `kscope probe` shows which hook form each sensor uses on
 //! this kernel and why better ones were rejected.
 
+#![cfg_attr(test, allow(clippy::unwrap_used, reason = "tests fail loudly"))]
+
 mod decode;
 mod kernel;
 mod loader;
@@ -16,11 +18,7 @@ use std::{io::Write, process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand};
 
-use crate::{
-    output::OutputFormat,
-    run::RunOptions,
-    sensors::HookForm,
-};
+use crate::{output::OutputFormat, run::RunOptions, sensors::HookForm};
 
 #[derive(Debug, Parser)]
 #[command(name = "kscope", version, about = "eBPF observability agent")]

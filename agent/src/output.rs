@@ -259,7 +259,10 @@ pub fn write_line(out: &mut impl Write, line: &str) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decode::{decode, tests::{bytes_of, tcp_close}};
+    use crate::decode::{
+        decode,
+        tests::{bytes_of, tcp_close},
+    };
 
     #[test]
     fn json_record_has_the_documented_fields() {

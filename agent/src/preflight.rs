@@ -66,13 +66,7 @@ pub fn ensure_tracefs() -> Option<String> {
     }
     // SAFETY: all pointers are NUL-terminated literals.
     let rc = unsafe {
-        libc::mount(
-            c"nodev".as_ptr(),
-            c"/sys/kernel/tracing".as_ptr(),
-            c"tracefs".as_ptr(),
-            0,
-            std::ptr::null(),
-        )
+        libc::mount(c"nodev".as_ptr(), c"/sys/kernel/tracing".as_ptr(), c"tracefs".as_ptr(), 0, std::ptr::null())
     };
     (rc == 0).then(|| "mounted tracefs at /sys/kernel/tracing".to_owned())
 }

@@ -71,11 +71,8 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let cpus = aya::util::online_cpus().map_err(|(what, err)| anyhow::anyhow!("{what}: {err}"))?;
     let possible = aya::util::nr_cpus().map_err(|(what, err)| anyhow::anyhow!("{what}: {err}"))?;
     let ledger = Arc::new(LossLedger::new(cpus.len()));
-    let array: PerfEventArray<MapData> = prepared
-        .ebpf
-        .take_map(names::EVENTS)
-        .context("the eBPF object has no EVENTS map")?
-        .try_into()?;
+    let array: PerfEventArray<MapData> =
+        prepared.ebpf.take_map(names::EVENTS).context("the eBPF object has no EVENTS map")?.try_into()?;
     let (queue, events) = mpsc::channel(opts.queue_capacity);
     let readers = transport::start(array, &cpus, opts.pages_per_cpu, Arc::clone(&ledger), queue)?;
 
@@ -224,9 +221,7 @@ fn collect_stats(
             }
         }
     }
-    let counters = ebpf
-        .map(names::EVENTS_EMITTED)
-        .and_then(|map| PerCpuArray::<_, u64>::try_from(map).ok());
+    let counters = ebpf.map(names::EVENTS_EMITTED).and_then(|map| PerCpuArray::<_, u64>::try_from(map).ok());
     let count = |slot: u32| -> u64 {
         counters
             .as_ref()
@@ -256,12 +251,7 @@ fn collect_stats(
     }
 }
 
-async fn write_events(
-    mut events: mpsc::Receiver<Event>,
-    format: OutputFormat,
-    clock: Clock,
-    ledger: Arc<LossLedger>,
-) {
+async fn write_events(mut events: mpsc::Receiver<Event>, format: OutputFormat, clock: Clock, ledger: Arc<LossLedger>) {
     let mut text = String::new();
     let mut batch = Vec::with_capacity(256);
     while events.recv_many(&mut batch, 256).await > 0 {

@@ -5,7 +5,10 @@
 use std::sync::{Arc, atomic::Ordering::Relaxed};
 
 use anyhow::Context as _;
-use aya::maps::{MapData, perf::{PerfEvent, PerfEventArray, PerfEventArrayBuffer}};
+use aya::maps::{
+    MapData,
+    perf::{PerfEvent, PerfEventArray, PerfEventArrayBuffer},
+};
 use tokio::{io::unix::AsyncFd, sync::mpsc, task::JoinHandle};
 
 use crate::{

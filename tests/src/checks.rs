@@ -26,6 +26,8 @@ pub struct Exchange {
     pub server_pid: u64,
     pub server_comm: String,
     pub server_port: u64,
+    /// The loopback address used, "127.0.0.1" or "::1".
+    pub addr: String,
     /// Bytes the client wrote and read on the socket, when the client can
     /// say (curl's `-w %{size_request}` and header + body sizes).
     pub client_sent: Option<u64>,
@@ -62,7 +64,9 @@ impl Problems {
     fn within(&mut self, what: &str, record: &Value, field: &str, low: u64, high: u64) {
         match record[field].as_u64() {
             Some(v) if (low..=high).contains(&v) => {}
-            _ => self.0.push(format!("{what}: {field} is {} but should be in {low}..={high}; record {record}", record[field])),
+            _ => self
+                .0
+                .push(format!("{what}: {field} is {} but should be in {low}..={high}; record {record}", record[field])),
         }
     }
 }
@@ -104,8 +108,8 @@ pub fn check_exchange(records: &[Value], ex: &Exchange) -> Result<(), String> {
         let client_port = connect["local_port"].as_u64().unwrap_or(0);
         p.expect("connect", connect, "comm", c.comm.as_str());
         p.expect("connect", connect, "role", "client");
-        p.expect("connect", connect, "remote_addr", "127.0.0.1");
-        p.expect("connect", connect, "local_addr", "127.0.0.1");
+        p.expect("connect", connect, "remote_addr", ex.addr.as_str());
+        p.expect("connect", connect, "local_addr", ex.addr.as_str());
         p.expect("connect", connect, "hook_form", ex.hook_form.as_str());
         if let Some(cgroup) = c.cgroup_id {
             p.expect("connect", connect, "cgroup_id", cgroup);
@@ -120,7 +124,8 @@ pub fn check_exchange(records: &[Value], ex: &Exchange) -> Result<(), String> {
         p.expect("accept", accept, "pid", ex.server_pid);
         p.expect("accept", accept, "comm", ex.server_comm.as_str());
         p.expect("accept", accept, "role", "server");
-        p.expect("accept", accept, "remote_addr", "127.0.0.1");
+        p.expect("accept", accept, "remote_addr", ex.addr.as_str());
+        p.expect("accept", accept, "local_addr", ex.addr.as_str());
         p.expect("accept", accept, "hook_form", ex.hook_form.as_str());
 
         let client_close = one(records, "tcp.close", &format!("client port {client_port}"), |r| {
@@ -209,10 +214,8 @@ pub fn check_ledger(summary: &Value) -> Result<(), String> {
     let errors = l["decode_errors"].as_u64().unwrap_or(0);
     let written = l["written"].as_u64().unwrap_or(0);
     let dropped = l["queue_dropped"].as_u64().unwrap_or(0);
-    let emitted: u64 = summary["sensors"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|s| s["emitted"].as_u64()).sum())
-        .unwrap_or(0);
+    let emitted: u64 =
+        summary["sensors"].as_array().map(|a| a.iter().filter_map(|s| s["emitted"].as_u64()).sum()).unwrap_or(0);
     let mut problems = Vec::new();
     if emitted != read {
         problems.push(format!("kernel emitted {emitted} but {read} were read"));

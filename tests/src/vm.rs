@@ -43,16 +43,7 @@ pub struct GuestKernel {
 /// (`inet_csk_accept`, `bprm_execve`) and struct layouts (`tcp_sock`, `file`,
 /// `task_struct`) differ, which is what a single portable object must survive.
 pub fn guest_kernels() -> Vec<GuestKernel> {
-    vec![
-        GuestKernel {
-            label: "debian-6.1",
-            series: "6.1",
-        },
-        GuestKernel {
-            label: "debian-6.12",
-            series: "6.12",
-        },
-    ]
+    vec![GuestKernel { label: "debian-6.1", series: "6.1" }, GuestKernel { label: "debian-6.12", series: "6.12" }]
 }
 
 const IMAGE_PREFIX: &str = "linux-image-";
@@ -72,11 +63,7 @@ impl GuestKernel {
             Ok(package) => package,
             Err(err) => {
                 return self.newest_cached(cache_dir)?.ok_or(err).with_context(|| {
-                    format!(
-                        "no {} kernel package found and none cached in {}",
-                        self.label,
-                        cache_dir.display()
-                    )
+                    format!("no {} kernel package found and none cached in {}", self.label, cache_dir.display())
                 });
             }
         };
@@ -86,12 +73,8 @@ impl GuestKernel {
         }
         download_and_unpack(&package, cache_dir, &unpacked)
             .with_context(|| format!("fetching {} kernel {package}", self.label))?;
-        find_vmlinuz(&unpacked)?.ok_or_else(|| {
-            anyhow!(
-                "package {package} unpacked to {} has no boot/vmlinuz-*",
-                unpacked.display()
-            )
-        })
+        find_vmlinuz(&unpacked)?
+            .ok_or_else(|| anyhow!("package {package} unpacked to {} has no boot/vmlinuz-*", unpacked.display()))
     }
 
     fn resolve_package(&self) -> Result<String> {
@@ -99,9 +82,8 @@ impl GuestKernel {
         // `search`: each apt-cache run costs about a second here, and the
         // prefix listing already holds every image of the series.
         let prefix = format!("{IMAGE_PREFIX}{}", self.series);
-        let names = capture(Command::new("apt-cache").args(["pkgnames", &prefix])).context(
-            "listing kernel images with apt-cache (is this Debian, and has `apt-get update` run?)",
-        )?;
+        let names = capture(Command::new("apt-cache").args(["pkgnames", &prefix]))
+            .context("listing kernel images with apt-cache (is this Debian, and has `apt-get update` run?)")?;
         names
             .lines()
             .filter_map(|name| self.image_version(name).map(|version| (version, name)))
@@ -113,9 +95,7 @@ impl GuestKernel {
     /// The numeric version of an image package of this series, for ordering;
     /// `None` for meta packages, other series, and -dbg/-unsigned variants.
     fn image_version(&self, package: &str) -> Option<Vec<u64>> {
-        let version = package
-            .strip_prefix(IMAGE_PREFIX)?
-            .strip_suffix(IMAGE_SUFFIX)?;
+        let version = package.strip_prefix(IMAGE_PREFIX)?.strip_suffix(IMAGE_SUFFIX)?;
         let rest = version.strip_prefix(self.series)?;
         // "6.1" must not match "6.12", and "6.12" alone is the meta package.
         if !rest.starts_with(['.', '-']) {
@@ -178,11 +158,7 @@ fn download_and_unpack(package: &str, cache_dir: &Path, unpacked: &Path) -> Resu
     let staging = cache_dir.join(format!(".staging-{package}-{}", unique_token()));
     fs::create_dir_all(&staging).with_context(|| format!("creating {}", staging.display()))?;
     let result = (|| {
-        capture(
-            Command::new("apt-get")
-                .args(["download", "--quiet", package])
-                .current_dir(&staging),
-        )?;
+        capture(Command::new("apt-get").args(["download", "--quiet", package]).current_dir(&staging))?;
         let deb = fs::read_dir(&staging)
             .with_context(|| format!("reading {}", staging.display()))?
             .filter_map(|entry| entry.ok().map(|entry| entry.path()))
@@ -194,8 +170,7 @@ fn download_and_unpack(package: &str, cache_dir: &Path, unpacked: &Path) -> Resu
             Ok(()) => Ok(()),
             // Another process won the race; its copy is as good as ours.
             Err(_) if find_vmlinuz(unpacked)?.is_some() => Ok(()),
-            Err(err) => Err(err)
-                .with_context(|| format!("moving {} to {}", root.display(), unpacked.display())),
+            Err(err) => Err(err).with_context(|| format!("moving {} to {}", root.display(), unpacked.display())),
         }
     })();
     let _ = fs::remove_dir_all(&staging);
@@ -206,16 +181,8 @@ fn download_and_unpack(package: &str, cache_dir: &Path, unpacked: &Path) -> Resu
 /// carries its stderr (apt's messages are the only clue when a fetch fails).
 fn capture(cmd: &mut Command) -> Result<String> {
     let shown = format!("{cmd:?}");
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("running {shown}"))?;
-    ensure!(
-        out.status.success(),
-        "{shown} failed ({}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
+    let out = cmd.stdin(Stdio::null()).output().with_context(|| format!("running {shown}"))?;
+    ensure!(out.status.success(), "{shown} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
@@ -285,15 +252,10 @@ pub fn run_in_guest(
     build_initramfs(&initrd, files, script, &markers)
         .with_context(|| format!("building initramfs {}", initrd.display()))?;
 
-    let host_epoch = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let host_epoch = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     // Bare `name=value` words the kernel does not know become /init's
     // environment: that is how the host's clock gets to the guest.
-    let cmdline = format!(
-        "console=ttyS0 quiet loglevel=1 panic=-1 rdinit=/init KSCOPE_HOST_EPOCH={host_epoch}"
-    );
+    let cmdline = format!("console=ttyS0 quiet loglevel=1 panic=-1 rdinit=/init KSCOPE_HOST_EPOCH={host_epoch}");
     let started = Instant::now();
     let mut child = Command::new("qemu-system-x86_64")
         .args(["-accel", "tcg", "-cpu", "max", "-m", "1024", "-smp", "2"])
@@ -329,22 +291,14 @@ pub fn run_in_guest(
         )
     };
     let Some(status) = status else {
-        return Err(failure(format!(
-            "guest did not power off within {timeout:?}; qemu killed"
-        )));
+        return Err(failure(format!("guest did not power off within {timeout:?}; qemu killed")));
     };
-    let (output, exit_code) = markers.parse(&serial).ok_or_else(|| {
-        failure(format!(
-            "guest output markers missing after {boot_and_run:?} (qemu {status})"
-        ))
-    })?;
+    let (output, exit_code) = markers
+        .parse(&serial)
+        .ok_or_else(|| failure(format!("guest output markers missing after {boot_and_run:?} (qemu {status})")))?;
     // Best effort: a leftover run dir is only disk space.
     let _ = fs::remove_dir_all(&run_dir);
-    Ok(GuestRun {
-        output,
-        exit_code,
-        boot_and_run,
-    })
+    Ok(GuestRun { output, exit_code, boot_and_run })
 }
 
 struct Markers {
@@ -354,10 +308,7 @@ struct Markers {
 
 impl Markers {
     fn new(token: &str) -> Self {
-        Markers {
-            begin: format!("==kscope-vm-begin-{token}=="),
-            end: format!("==kscope-vm-end-{token}=="),
-        }
+        Markers { begin: format!("==kscope-vm-begin-{token}=="), end: format!("==kscope-vm-end-{token}==") }
     }
 
     /// /init prints `\n<end> exit=N` after the script, so the newline before
@@ -416,33 +367,21 @@ poweroff -f
     }
 }
 
-fn build_initramfs(
-    path: &Path,
-    files: &[GuestFile],
-    script: &str,
-    markers: &Markers,
-) -> Result<()> {
+fn build_initramfs(path: &Path, files: &[GuestFile], script: &str, markers: &Markers) -> Result<()> {
     let busybox = Path::new("/bin/busybox");
     ensure_static(busybox)?;
 
-    let mut dirs: BTreeSet<String> = [
-        "bin", "sbin", "usr", "usr/bin", "usr/sbin", "dev", "proc", "sys", "tmp", "run", "root",
-        "etc", "kscope",
-    ]
-    .into_iter()
-    .map(str::to_owned)
-    .collect();
+    let mut dirs: BTreeSet<String> =
+        ["bin", "sbin", "usr", "usr/bin", "usr/sbin", "dev", "proc", "sys", "tmp", "run", "root", "etc", "kscope"]
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
     let mut guest_files = Vec::with_capacity(files.len());
     for file in files {
         let relative = file
             .guest
             .strip_prefix('/')
-            .filter(|rel| {
-                !rel.is_empty()
-                    && !rel
-                        .split('/')
-                        .any(|c| c.is_empty() || c == "." || c == "..")
-            })
+            .filter(|rel| !rel.is_empty() && !rel.split('/').any(|c| c.is_empty() || c == "." || c == ".."))
             .ok_or_else(|| anyhow!("guest path {:?} is not a clean absolute path", file.guest))?;
         let mut parent = Path::new(relative).parent();
         while let Some(dir) = parent.filter(|dir| !dir.as_os_str().is_empty()) {
@@ -462,11 +401,7 @@ fn build_initramfs(
     // The kernel opens /dev/console for init before anything is mounted;
     // without the node, init runs with no stdout at all.
     cpio.entry("dev/console", 0o020600, (5, 1), 0, io::empty())?;
-    cpio.bytes(
-        "etc/hosts",
-        0o100644,
-        b"127.0.0.1 localhost\n::1 localhost\n",
-    )?;
+    cpio.bytes("etc/hosts", 0o100644, b"127.0.0.1 localhost\n::1 localhost\n")?;
     cpio.bytes("etc/passwd", 0o100644, b"root:x:0:0:root:/root:/bin/sh\n")?;
     cpio.bytes("etc/group", 0o100644, b"root:x:0:\n")?;
     cpio.host_file("bin/busybox", busybox, Some(0o755))?;
@@ -482,26 +417,13 @@ fn build_initramfs(
 /// A dynamically linked busybox dies in the guest with a bare "Kernel panic -
 /// not syncing: No working init found"; better to say why on the host.
 fn ensure_static(path: &Path) -> Result<()> {
-    let elf = fs::read(path).with_context(|| {
-        format!(
-            "reading {} (apt-get install busybox-static)",
-            path.display()
-        )
-    })?;
+    let elf = fs::read(path).with_context(|| format!("reading {} (apt-get install busybox-static)", path.display()))?;
     let field = |at: usize, len: usize| -> Option<u64> {
         let bytes = elf.get(at..at + len)?;
-        Some(
-            bytes
-                .iter()
-                .rev()
-                .fold(0, |acc, b| (acc << 8) | u64::from(*b)),
-        )
+        Some(bytes.iter().rev().fold(0, |acc, b| (acc << 8) | u64::from(*b)))
     };
     let header = (|| {
-        ensure!(
-            elf.get(..5) == Some(b"\x7fELF\x02"),
-            "not a 64-bit ELF file"
-        );
+        ensure!(elf.get(..5) == Some(b"\x7fELF\x02"), "not a 64-bit ELF file");
         let phoff = usize::try_from(field(0x20, 8).context("truncated")?)?;
         let phentsize = usize::try_from(field(0x36, 2).context("truncated")?)?;
         let phnum = usize::try_from(field(0x38, 2).context("truncated")?)?;
@@ -512,12 +434,7 @@ fn ensure_static(path: &Path) -> Result<()> {
         }
         Ok(())
     })();
-    header.with_context(|| {
-        format!(
-            "{} cannot be the guest's busybox (apt-get install busybox-static)",
-            path.display()
-        )
-    })
+    header.with_context(|| format!("{} cannot be the guest's busybox (apt-get install busybox-static)", path.display()))
 }
 
 /// The initramfs is written directly in the kernel's "newc" cpio format:
@@ -531,11 +448,7 @@ struct CpioWriter<W: Write> {
 
 impl<W: Write> CpioWriter<W> {
     fn new(out: W) -> Self {
-        CpioWriter {
-            out,
-            next_ino: 1,
-            written: 0,
-        }
+        CpioWriter { out, next_ino: 1, written: 0 }
     }
 
     fn bytes(&mut self, name: &str, mode: u32, data: &[u8]) -> Result<()> {
@@ -544,31 +457,20 @@ impl<W: Write> CpioWriter<W> {
 
     fn host_file(&mut self, name: &str, host: &Path, mode: Option<u32>) -> Result<()> {
         let file = File::open(host).with_context(|| format!("opening {}", host.display()))?;
-        let meta = file
-            .metadata()
-            .with_context(|| format!("reading metadata of {}", host.display()))?;
+        let meta = file.metadata().with_context(|| format!("reading metadata of {}", host.display()))?;
         ensure!(meta.is_file(), "{} is not a regular file", host.display());
         let perm = mode.unwrap_or(meta.permissions().mode() & 0o7777);
         self.entry(name, 0o100000 | perm, (0, 0), meta.len(), file)
             .with_context(|| format!("copying {} into the initramfs", host.display()))
     }
 
-    fn entry(
-        &mut self,
-        name: &str,
-        mode: u32,
-        rdev: (u32, u32),
-        size: u64,
-        data: impl Read,
-    ) -> Result<()> {
+    fn entry(&mut self, name: &str, mode: u32, rdev: (u32, u32), size: u64, data: impl Read) -> Result<()> {
         let filesize = u32::try_from(size).context("file too large for cpio (4 GiB)")?;
         let namesize = u32::try_from(name.len() + 1).context("name too long")?;
         let ino = self.next_ino;
         self.next_ino += 1;
         let nlink = if mode & 0o170000 == 0o040000 { 2 } else { 1 };
-        let fields = [
-            ino, mode, 0, 0, nlink, 0, filesize, 0, 0, rdev.0, rdev.1, namesize, 0,
-        ];
+        let fields = [ino, mode, 0, 0, nlink, 0, filesize, 0, 0, rdev.0, rdev.1, namesize, 0];
         let mut header = String::with_capacity(110);
         header.push_str("070701");
         for field in fields {
@@ -579,10 +481,7 @@ impl<W: Write> CpioWriter<W> {
         self.write(&[0])?;
         self.pad()?;
         let copied = io::copy(&mut data.take(size), &mut self.out)?;
-        ensure!(
-            copied == size,
-            "{name}: expected {size} bytes, read {copied}"
-        );
+        ensure!(copied == size, "{name}: expected {size} bytes, read {copied}");
         self.written += copied;
         self.pad()
     }
@@ -649,15 +548,8 @@ fn tail(text: &str, lines: usize) -> String {
 /// and the markers' nonce.
 fn unique_token() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    format!(
-        "{}-{}-{nanos:08x}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    format!("{}-{}-{nanos:08x}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
 }
 
 #[cfg(test)]
@@ -668,19 +560,10 @@ mod tests {
     fn image_versions_keep_series_apart() {
         let k61 = &guest_kernels()[0];
         let k612 = &guest_kernels()[1];
-        assert_eq!(
-            k61.image_version("linux-image-6.1.0-56-cloud-amd64"),
-            Some(vec![6, 1, 0, 56])
-        );
-        assert_eq!(
-            k61.image_version("linux-image-6.12.117+deb12-cloud-amd64"),
-            None
-        );
+        assert_eq!(k61.image_version("linux-image-6.1.0-56-cloud-amd64"), Some(vec![6, 1, 0, 56]));
+        assert_eq!(k61.image_version("linux-image-6.12.117+deb12-cloud-amd64"), None);
         assert_eq!(k612.image_version("linux-image-6.12-cloud-amd64"), None);
-        assert_eq!(
-            k612.image_version("linux-image-6.12.117+deb12-cloud-amd64-dbg"),
-            None
-        );
+        assert_eq!(k612.image_version("linux-image-6.12.117+deb12-cloud-amd64-dbg"), None);
         assert!(
             k612.image_version("linux-image-6.12.117+deb12-cloud-amd64")
                 > k612.image_version("linux-image-6.12.99+deb12-cloud-amd64")
@@ -690,14 +573,8 @@ mod tests {
     #[test]
     fn markers_frame_output_exactly() {
         let m = Markers::new("t");
-        let serial = format!(
-            "boot noise\n{}\nline one\nno newline\n{} exit=3\nreboot: Power down\n",
-            m.begin, m.end
-        );
-        assert_eq!(
-            m.parse(&serial),
-            Some(("line one\nno newline".to_owned(), 3))
-        );
+        let serial = format!("boot noise\n{}\nline one\nno newline\n{} exit=3\nreboot: Power down\n", m.begin, m.end);
+        assert_eq!(m.parse(&serial), Some(("line one\nno newline".to_owned(), 3)));
         let empty = format!("{}\n\n{} exit=0\n", m.begin, m.end);
         assert_eq!(m.parse(&empty), Some((String::new(), 0)));
         assert_eq!(m.parse(&format!("{}\npartial", m.begin)), None);

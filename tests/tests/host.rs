@@ -3,6 +3,8 @@
 //! tracepoint form; the same checks run on kprobe and fentry in the QEMU
 //! guests (tests/tests/vm.rs).
 
+#![allow(clippy::unwrap_used, reason = "tests fail loudly")]
+
 use std::{
     collections::BTreeSet,
     net::TcpListener,
@@ -46,7 +48,7 @@ impl Nginx {
              events {{ worker_connections 64; }}\n\
              http {{ access_log off; client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d};\n\
              uwsgi_temp_path {d}; scgi_temp_path {d};\n\
-             server {{ listen 127.0.0.1:{port}; root {d}/www; }} }}\n",
+             server {{ listen 127.0.0.1:{port}; listen [::1]:{port}; root {d}/www; }} }}\n",
             d = dir.display()
         );
         std::fs::write(dir.join("nginx.conf"), conf).expect("nginx.conf");
@@ -68,8 +70,8 @@ impl Nginx {
 
     /// The worker process, which accepts connections.
     fn worker_pid(&self) -> u64 {
-        let children = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", self.master.id()))
-            .expect("nginx children");
+        let children =
+            std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", self.master.id())).expect("nginx children");
         let workers: Vec<u64> = children.split_whitespace().filter_map(|p| p.parse().ok()).collect();
         assert_eq!(workers.len(), 1, "one nginx worker: {workers:?}");
         workers[0]
@@ -171,7 +173,9 @@ fn hook_forms(sensors: &Value) -> Vec<(String, String)> {
         .as_array()
         .map(|a| {
             a.iter()
-                .map(|s| (s["sensor"].as_str().unwrap_or("").to_owned(), s["chosen"].as_str().unwrap_or("none").to_owned()))
+                .map(|s| {
+                    (s["sensor"].as_str().unwrap_or("").to_owned(), s["chosen"].as_str().unwrap_or("none").to_owned())
+                })
                 .collect()
         })
         .unwrap_or_default()
@@ -206,12 +210,26 @@ fn tracepoint_forms_report_nginx_and_curl_exactly() {
     let missing = curl(&cgroup, &["-s", "-f", &format!("http://127.0.0.1:{}/missing", nginx.port)]);
     assert_eq!(missing.exit_code, 22, "curl -f on a 404");
 
+    let v6 = curl(
+        &cgroup,
+        &[
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{size_request} %{size_header} %{size_download}",
+            &format!("http://[::1]:{}/index.html", nginx.port),
+        ],
+    );
+    assert_eq!(v6.exit_code, 0);
+    let v6_sizes: Vec<u64> = v6.stdout.split(' ').map(|s| s.parse().expect("size")).collect();
+
     thread::sleep(Duration::from_millis(1500));
     let finished = kscope.stop().expect("kscope stops");
     assert_eq!(finished.exit_code, Some(0), "stderr: {}", finished.stderr);
     let records = &finished.records;
 
-    let exchange = |run: &CurlRun, sent: Option<u64>, received: Option<u64>| Exchange {
+    let exchange = |run: &CurlRun, addr: &str, sent: Option<u64>, received: Option<u64>| Exchange {
         client: ClientRun {
             pid: run.pid,
             ppid: u64::from(std::process::id()),
@@ -224,13 +242,15 @@ fn tracepoint_forms_report_nginx_and_curl_exactly() {
         server_pid: nginx.worker_pid(),
         server_comm: "nginx".into(),
         server_port: u64::from(nginx.port),
+        addr: addr.into(),
         client_sent: sent,
         client_received: received,
         hook_form: "tracepoint".into(),
     };
     let errors: Vec<String> = [
-        check_exchange(records, &exchange(&ok, Some(sizes[0]), Some(sizes[1] + sizes[2]))),
-        check_exchange(records, &exchange(&missing, None, None)),
+        check_exchange(records, &exchange(&ok, "127.0.0.1", Some(sizes[0]), Some(sizes[1] + sizes[2]))),
+        check_exchange(records, &exchange(&missing, "127.0.0.1", None, None)),
+        check_exchange(records, &exchange(&v6, "::1", Some(v6_sizes[0]), Some(v6_sizes[1] + v6_sizes[2]))),
         check_refused(records, refused.pid, u64::from(closed_port), "curl", "tracepoint"),
     ]
     .into_iter()
@@ -323,10 +343,7 @@ fn unprivileged_run_names_the_missing_capabilities() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
-    assert!(
-        stderr.starts_with("error: kscope needs CAP_BPF and CAP_PERFMON to load eBPF programs"),
-        "{stderr}"
-    );
+    assert!(stderr.starts_with("error: kscope needs CAP_BPF and CAP_PERFMON to load eBPF programs"), "{stderr}");
 }
 
 #[test]
@@ -345,7 +362,10 @@ fn unmounted_tracefs_is_mounted_for_the_run() {
         "umount /sys/kernel/tracing && ! test -e /sys/kernel/tracing/events && {} probe --output json",
         kscope_binary().unwrap().display()
     );
-    let out = Command::new("unshare").args(["-m", "--propagation", "private", "sh", "-c", &script]).output().expect("unshare");
+    let out = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", &script])
+        .output()
+        .expect("unshare");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     let record: Value = serde_json::from_str(stdout.trim()).expect("probe JSON");

@@ -6,6 +6,8 @@
 //!
 //! `KSCOPE_SKIP_VM=1` (`cargo xtask test --no-vm`) skips these, loudly.
 
+#![allow(clippy::unwrap_used, reason = "tests fail loudly")]
+
 use std::{path::PathBuf, time::Duration};
 
 use kscope_tests::{
@@ -113,7 +115,8 @@ fn check_form(section: &str, form: &str) -> Result<(), String> {
     if !header.ends_with("body=hello from busybox httpd under kscope") {
         return Err(format!("wget got the wrong body{}", context()));
     }
-    let sensors = records.first().filter(|r| r["type"] == "sensors").ok_or_else(|| format!("no sensors record{}", context()))?;
+    let sensors =
+        records.first().filter(|r| r["type"] == "sensors").ok_or_else(|| format!("no sensors record{}", context()))?;
     for s in sensors["sensors"].as_array().into_iter().flatten() {
         if s["chosen"] != form {
             return Err(format!("sensor {} is on {} not {form}: {s}{}", s["sensor"], s["chosen"], context()));
@@ -133,6 +136,7 @@ fn check_form(section: &str, form: &str) -> Result<(), String> {
         server_pid: num(header, "httpd"),
         server_comm: "httpd".into(),
         server_port: PORT,
+        addr: "127.0.0.1".into(),
         client_sent: None,
         client_received: None,
         hook_form: form.into(),
@@ -141,8 +145,10 @@ fn check_form(section: &str, form: &str) -> Result<(), String> {
     if num(header, "rcode") != 1 {
         return Err(format!("wget to a closed port should exit 1{}", context()));
     }
-    check_refused(&records, num(header, "refused"), CLOSED_PORT, "wget", form).map_err(|e| format!("{e}{}", context()))?;
-    let summary = records.iter().rev().find(|r| r["type"] == "summary").ok_or_else(|| format!("no summary{}", context()))?;
+    check_refused(&records, num(header, "refused"), CLOSED_PORT, "wget", form)
+        .map_err(|e| format!("{e}{}", context()))?;
+    let summary =
+        records.iter().rev().find(|r| r["type"] == "summary").ok_or_else(|| format!("no summary{}", context()))?;
     check_ledger(summary).map_err(|e| format!("{e}{}", context()))?;
     let programs = programs_of(sensors);
     // Programs that must have run for this workload (accept4 vs accept

@@ -3,6 +3,8 @@
 //! `tcp_connect`, BPF stats, a sane clock, working loopback TCP, files copied
 //! in with their modes, and the script's exit code coming back out.
 
+#![allow(clippy::unwrap_used, reason = "tests fail loudly")]
+
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
@@ -34,25 +36,17 @@ exit 3
 "#;
 
 fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("."))
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."))
 }
 
 fn kernel(label: &str) -> GuestKernel {
-    guest_kernels()
-        .into_iter()
-        .find(|k| k.label == label)
-        .unwrap_or_else(|| panic!("no guest kernel labelled {label}"))
+    guest_kernels().into_iter().find(|k| k.label == label).unwrap_or_else(|| panic!("no guest kernel labelled {label}"))
 }
 
 fn boot_and_check(label: &str) {
     let vm_dir = workspace_root().join("target").join("vm");
     let kernel = kernel(label);
-    let vmlinuz = kernel
-        .fetch(&vm_dir.join("kernels"))
-        .unwrap_or_else(|e| panic!("fetching {label}: {e:#}"));
+    let vmlinuz = kernel.fetch(&vm_dir.join("kernels")).unwrap_or_else(|e| panic!("fetching {label}: {e:#}"));
     let release = vmlinuz
         .file_name()
         .and_then(|n| n.to_str())
@@ -70,33 +64,19 @@ fn boot_and_check(label: &str) {
     fs::write(&check, "#!/bin/sh\necho executable: yes\n").expect("write check script");
     fs::set_permissions(&check, fs::Permissions::from_mode(0o750)).expect("chmod");
     let files = [
-        GuestFile {
-            host: served,
-            guest: "/srv/www/x".into(),
-        },
-        GuestFile {
-            host: check,
-            guest: "/kscope/served-check".into(),
-        },
+        GuestFile { host: served, guest: "/srv/www/x".into() },
+        GuestFile { host: check, guest: "/kscope/served-check".into() },
     ];
 
-    let before = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_secs();
+    let before = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs();
     let run = run_in_guest(&vmlinuz, &files, SCRIPT, &work, Duration::from_secs(120))
         .unwrap_or_else(|e| panic!("booting {label}: {e:#}"));
-    let after = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_secs();
+    let after = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs();
     let _ = fs::remove_dir_all(&host_dir);
 
     // The guest clock is checked against the host's; the rest is exact.
-    let (rest, epoch_line) = run
-        .output
-        .split_once("\nepoch: ")
-        .unwrap_or_else(|| panic!("no epoch line in guest output:\n{}", run.output));
+    let (rest, epoch_line) =
+        run.output.split_once("\nepoch: ").unwrap_or_else(|| panic!("no epoch line in guest output:\n{}", run.output));
     let (epoch, tail) = epoch_line.split_once('\n').expect("line after epoch");
     let epoch: u64 = epoch.parse().expect("epoch is a number");
     assert!(
@@ -118,10 +98,7 @@ fn boot_and_check(label: &str) {
     assert_eq!(rest, expected, "guest output:\n{}", run.output);
     assert_eq!(tail, "stderr is captured\nno trailing newline");
     assert_eq!(run.exit_code, 3, "script exit code");
-    println!(
-        "vm {label} ({release}): ok in {:.1}s",
-        run.boot_and_run.as_secs_f64()
-    );
+    println!("vm {label} ({release}): ok in {:.1}s", run.boot_and_run.as_secs_f64());
 }
 
 #[test]

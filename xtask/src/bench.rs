@@ -62,15 +62,22 @@ const SETTLE: Duration = Duration::from_millis(300);
 const KSCOPE_START_TIMEOUT: Duration = Duration::from_secs(60);
 const KSCOPE_STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Requests and spawns per hook form in each guest. TCG makes each one take
-/// milliseconds, so a few hundred runs per program keep a boot under a minute
-/// while giving averages over many hits.
-const VM_ITERATIONS: u32 = 150;
+/// Requests, and spawns, per pass of a hook form in each guest. TCG makes
+/// each one take milliseconds; two passes of 100 keep a boot around a minute
+/// while giving averages over hundreds of hits per program.
+const VM_ITERATIONS: u32 = 100;
 /// `--duration` of kscope in the guest: only a bound, the script stops it
 /// with SIGINT once its workload is done.
 const VM_KSCOPE_DURATION_S: u32 = 300;
 const VM_TIMEOUT: Duration = Duration::from_secs(900);
 const VM_FORMS: [&str; 3] = ["kprobe", "fentry", "tracepoint"];
+
+/// The forms in the order the guest runs them: forward then backward, so a
+/// change in the host's load during the boot (TCG runs on the host's CPUs)
+/// weighs on every form alike instead of on whichever ran last.
+fn vm_pass_order() -> Vec<&'static str> {
+    VM_FORMS.iter().chain(VM_FORMS.iter().rev()).copied().collect()
+}
 
 /// `cargo xtask bench`.
 pub fn bench(opts: &BenchOptions) -> anyhow::Result<()> {
@@ -79,14 +86,9 @@ pub fn bench(opts: &BenchOptions) -> anyhow::Result<()> {
         crate::is_root(),
         "bench needs root: kscope loads eBPF programs (run it as root, e.g. `sudo cargo xtask bench`)"
     );
-    for (tool, package) in [
-        ("nginx", "nginx-light"),
-        ("wrk", "wrk"),
-        ("getconf", "libc-bin"),
-    ] {
-        which(tool).with_context(|| {
-            format!("bench needs {tool} (apt-get install -y {package}, or `cargo xtask setup`)")
-        })?;
+    for (tool, package) in [("nginx", "nginx-light"), ("wrk", "wrk"), ("getconf", "libc-bin")] {
+        which(tool)
+            .with_context(|| format!("bench needs {tool} (apt-get install -y {package}, or `cargo xtask setup`)"))?;
     }
     let root = crate::workspace_root();
     let kscope = existing_or_build(&root.join("target/release/kscope"), crate::build)?;
@@ -113,12 +115,7 @@ pub fn bench(opts: &BenchOptions) -> anyhow::Result<()> {
 
     let host = {
         let nginx = Nginx::start(scratch.path())?;
-        let ctx = HostContext {
-            kscope: &kscope,
-            dir: scratch.path(),
-            port: nginx.port,
-            clk_tck,
-        };
+        let ctx = HostContext { kscope: &kscope, dir: scratch.path(), port: nginx.port, clk_tck };
         // Warm nginx, the page cache and the socket tables so the first
         // measured phase is not the slow one.
         run_wrk(&ctx, 1, 8, Duration::from_secs(1)).context("warm-up wrk run")?;
@@ -173,15 +170,9 @@ enum Load {
 impl Load {
     fn label(self) -> String {
         match self {
-            Load::Wrk {
-                threads,
-                connections,
-            } => format!("wrk -t{threads} -c{connections}"),
+            Load::Wrk { threads, connections } => format!("wrk -t{threads} -c{connections}"),
             Load::Spawn { workers } => format!("spawn x{workers}"),
-            Load::Mixed {
-                connections,
-                workers,
-            } => format!("wrk -t2 -c{connections} + spawn x{workers}"),
+            Load::Mixed { connections, workers } => format!("wrk -t2 -c{connections} + spawn x{workers}"),
         }
     }
 }
@@ -203,10 +194,7 @@ fn run_load(ctx: &HostContext<'_>, load: Load, duration: Duration) -> anyhow::Re
     let started = Instant::now();
     let mut result = LoadResult::default();
     match load {
-        Load::Wrk {
-            threads,
-            connections,
-        } => {
+        Load::Wrk { threads, connections } => {
             let wrk = run_wrk(ctx, threads, connections, duration)?;
             result.connections_per_s = Some(wrk.requests_per_s);
             result.wrk_errors = wrk.errors;
@@ -216,10 +204,7 @@ fn run_load(ctx: &HostContext<'_>, load: Load, duration: Duration) -> anyhow::Re
             result.spawns_per_s = Some(rate);
             result.spawn_failures = failures;
         }
-        Load::Mixed {
-            connections,
-            workers,
-        } => {
+        Load::Mixed { connections, workers } => {
             // wrk runs in the background for the same duration while this
             // thread drives the spawners.
             let wrk = WrkRun::start(ctx, 2, connections, duration)?;
@@ -241,12 +226,7 @@ struct WrkResult {
     errors: u64,
 }
 
-fn run_wrk(
-    ctx: &HostContext<'_>,
-    threads: u32,
-    connections: u32,
-    duration: Duration,
-) -> anyhow::Result<WrkResult> {
+fn run_wrk(ctx: &HostContext<'_>, threads: u32, connections: u32, duration: Duration) -> anyhow::Result<WrkResult> {
     WrkRun::start(ctx, threads, connections, duration)?.finish(duration)
 }
 
@@ -258,15 +238,9 @@ struct WrkRun {
 }
 
 impl WrkRun {
-    fn start(
-        ctx: &HostContext<'_>,
-        threads: u32,
-        connections: u32,
-        duration: Duration,
-    ) -> anyhow::Result<Self> {
+    fn start(ctx: &HostContext<'_>, threads: u32, connections: u32, duration: Duration) -> anyhow::Result<Self> {
         let output = ctx.dir.join(format!("wrk-{threads}-{connections}.out"));
-        let file =
-            File::create(&output).with_context(|| format!("creating {}", output.display()))?;
+        let file = File::create(&output).with_context(|| format!("creating {}", output.display()))?;
         let mut cmd = Command::new("wrk");
         cmd.arg(format!("-t{threads}"))
             .arg(format!("-c{connections}"))
@@ -277,18 +251,14 @@ impl WrkRun {
             .stdout(Stdio::from(file))
             .stderr(Stdio::null());
         let child = cmd.spawn().context("starting wrk")?;
-        Ok(Self {
-            child: ChildGuard(child),
-            output,
-        })
+        Ok(Self { child: ChildGuard(child), output })
     }
 
     fn finish(mut self, duration: Duration) -> anyhow::Result<WrkResult> {
         // wrk stops itself after -d; the margin covers its start and report.
         let status = wait_timeout(&mut self.child.0, duration + Duration::from_secs(30))?
             .ok_or_else(|| anyhow!("wrk did not finish within {duration:?} + 30 s; killed"))?;
-        let text = fs::read_to_string(&self.output)
-            .with_context(|| format!("reading {}", self.output.display()))?;
+        let text = fs::read_to_string(&self.output).with_context(|| format!("reading {}", self.output.display()))?;
         ensure!(status.success(), "wrk failed ({status}):\n{text}");
         parse_wrk(&text).with_context(|| format!("unexpected wrk output:\n{text}"))
     }
@@ -300,29 +270,16 @@ fn parse_wrk(text: &str) -> anyhow::Result<WrkResult> {
     let mut errors = 0;
     for line in text.lines().map(str::trim) {
         if let Some(rate) = line.strip_prefix("Requests/sec:") {
-            requests_per_s = Some(
-                rate.trim()
-                    .parse::<f64>()
-                    .context("Requests/sec is not a number")?,
-            );
+            requests_per_s = Some(rate.trim().parse::<f64>().context("Requests/sec is not a number")?);
         } else if let Some(counts) = line.strip_prefix("Socket errors:") {
             // "connect 0, read 0, write 0, timeout 0"
-            errors += counts
-                .split(',')
-                .filter_map(|c| c.split_whitespace().nth(1)?.parse::<u64>().ok())
-                .sum::<u64>();
+            errors += counts.split(',').filter_map(|c| c.split_whitespace().nth(1)?.parse::<u64>().ok()).sum::<u64>();
         } else if let Some(count) = line.strip_prefix("Non-2xx or 3xx responses:") {
-            errors += count
-                .trim()
-                .parse::<u64>()
-                .context("non-2xx count is not a number")?;
+            errors += count.trim().parse::<u64>().context("non-2xx count is not a number")?;
         }
     }
     let requests_per_s = requests_per_s.ok_or_else(|| anyhow!("no Requests/sec line"))?;
-    Ok(WrkResult {
-        requests_per_s,
-        errors,
-    })
+    Ok(WrkResult { requests_per_s, errors })
 }
 
 /// Spawns `/bin/true` from `workers` threads until `duration` has passed;
@@ -411,36 +368,31 @@ impl Workload {
     }
 
     fn measures(&self) -> impl Iterator<Item = (&Phase, &KscopeMeasure)> {
-        self.with_kscope
-            .iter()
-            .filter_map(|p| p.kscope.as_ref().map(|k| (p, k)))
+        self.with_kscope.iter().filter_map(|p| p.kscope.as_ref().map(|k| (p, k)))
     }
 
     fn ns_per_event(&self) -> Option<f64> {
-        median(
-            &self
-                .measures()
-                .filter_map(|(_, k)| k.ns_per_event())
-                .collect::<Vec<_>>(),
-        )
+        median(&self.measures().filter_map(|(_, k)| k.ns_per_event()).collect::<Vec<_>>())
     }
 
     fn events_per_s(&self) -> Option<f64> {
-        median(
-            &self
-                .measures()
-                .map(|(p, k)| events_per_s(k, p.load.wall))
-                .collect::<Vec<_>>(),
-        )
+        median(&self.measures().map(|(p, k)| events_per_s(k, p.load.wall)).collect::<Vec<_>>())
+    }
+
+    /// Total BPF time of `sensor`'s programs per operation of this workload
+    /// (connection or spawn), over all its with-kscope phases.
+    fn bpf_ns_per_operation(&self, sensor: &str) -> Option<f64> {
+        let mut time = 0u64;
+        let mut operations = 0.0;
+        for (phase, k) in self.measures() {
+            time += k.summary.programs.iter().filter(|p| p.sensor == sensor).map(|p| p.run_time_ns).sum::<u64>();
+            operations += self.rate(phase) * phase.load.wall.as_secs_f64();
+        }
+        (operations > 0.0).then(|| time as f64 / operations)
     }
 
     fn cpu_percent(&self) -> Option<f64> {
-        median(
-            &self
-                .measures()
-                .map(|(p, k)| cpu_percent(k.cpu_ns, p.load.wall))
-                .collect::<Vec<_>>(),
-        )
+        median(&self.measures().map(|(p, k)| cpu_percent(k.cpu_ns, p.load.wall)).collect::<Vec<_>>())
     }
 }
 
@@ -457,10 +409,7 @@ fn measure_workloads(ctx: &HostContext<'_>, duration: Duration) -> anyhow::Resul
         Workload {
             name: "short TCP connections (nginx + wrk -t1 -c8, Connection: close)",
             unit: "connections/s",
-            load: Load::Wrk {
-                threads: 1,
-                connections: 8,
-            },
+            load: Load::Wrk { threads: 1, connections: 8 },
             baseline: Vec::new(),
             with_kscope: Vec::new(),
         },
@@ -474,26 +423,12 @@ fn measure_workloads(ctx: &HostContext<'_>, duration: Duration) -> anyhow::Resul
     ];
     for rep in 0..REPS {
         for workload in &mut workloads {
-            let order = if rep % 2 == 0 {
-                [false, true]
-            } else {
-                [true, false]
-            };
+            let order = if rep % 2 == 0 { [false, true] } else { [true, false] };
             for with_kscope in order {
-                let side = if with_kscope {
-                    "with kscope"
-                } else {
-                    "baseline"
-                };
-                println!(
-                    "bench: [{}/{REPS}] {} {side} ...",
-                    rep + 1,
-                    workload.load.label()
-                );
+                let side = if with_kscope { "with kscope" } else { "baseline" };
+                println!("bench: [{}/{REPS}] {} {side} ...", rep + 1, workload.load.label());
                 let phase = run_phase(ctx, workload.load, duration, with_kscope, rep)
-                    .with_context(|| {
-                        format!("{} {side}, pair {}", workload.load.label(), rep + 1)
-                    })?;
+                    .with_context(|| format!("{} {side}, pair {}", workload.load.label(), rep + 1))?;
                 println!("bench:   {}", phase_line(&phase));
                 if with_kscope {
                     workload.with_kscope.push(phase);
@@ -515,11 +450,7 @@ fn run_phase(
 ) -> anyhow::Result<Phase> {
     if !with_kscope {
         let result = run_load(ctx, load, duration)?;
-        return Ok(Phase {
-            rep,
-            load: result,
-            kscope: None,
-        });
+        return Ok(Phase { rep, load: result, kscope: None });
     }
     let kscope = Kscope::start(ctx)?;
     thread::sleep(SETTLE);
@@ -550,10 +481,7 @@ fn phase_line(phase: &Phase) -> String {
         parts.push(format!("{rate:.0} spawns/s"));
     }
     if phase.load.wrk_errors + phase.load.spawn_failures > 0 {
-        parts.push(format!(
-            "{} wrk errors, {} failed spawns",
-            phase.load.wrk_errors, phase.load.spawn_failures
-        ));
+        parts.push(format!("{} wrk errors, {} failed spawns", phase.load.wrk_errors, phase.load.spawn_failures));
     }
     if let Some(k) = &phase.kscope {
         parts.push(format!(
@@ -594,31 +522,19 @@ impl RampStep {
 /// on 2 CPUs the generators compete with kscope, which is part of the answer.
 fn measure_ramp(ctx: &HostContext<'_>, duration: Duration) -> anyhow::Result<Vec<RampStep>> {
     let families: [(&str, Vec<Load>); 3] = [
-        (
-            "spawn",
-            [1, 2, 4, 8, 16]
-                .into_iter()
-                .map(|workers| Load::Spawn { workers })
-                .collect(),
-        ),
+        ("spawn", [1, 2, 4, 8, 16].into_iter().map(|workers| Load::Spawn { workers }).collect()),
         (
             "wrk",
             [(1, 8), (2, 32), (2, 128), (2, 256)]
                 .into_iter()
-                .map(|(threads, connections)| Load::Wrk {
-                    threads,
-                    connections,
-                })
+                .map(|(threads, connections)| Load::Wrk { threads, connections })
                 .collect(),
         ),
         (
             "mixed",
             [(32, 2), (64, 4), (128, 16)]
                 .into_iter()
-                .map(|(connections, workers)| Load::Mixed {
-                    connections,
-                    workers,
-                })
+                .map(|(connections, workers)| Load::Mixed { connections, workers })
                 .collect(),
         ),
     ];
@@ -626,18 +542,11 @@ fn measure_ramp(ctx: &HostContext<'_>, duration: Duration) -> anyhow::Result<Vec
     for (family, loads) in families {
         for load in loads {
             println!("bench: ramp {} ...", load.label());
-            let phase = run_phase(ctx, load, duration, true, 0)
-                .with_context(|| format!("ramp step {}", load.label()))?;
+            let phase =
+                run_phase(ctx, load, duration, true, 0).with_context(|| format!("ramp step {}", load.label()))?;
             println!("bench:   {}", phase_line(&phase));
-            let kscope = phase
-                .kscope
-                .ok_or_else(|| anyhow!("ramp phase ran without kscope"))?;
-            let step = RampStep {
-                family,
-                load,
-                result: phase.load,
-                kscope,
-            };
+            let kscope = phase.kscope.ok_or_else(|| anyhow!("ramp phase ran without kscope"))?;
+            let step = RampStep { family, load, result: phase.load, kscope };
             let lost = !step.lossless();
             steps.push(step);
             if lost {
@@ -679,10 +588,7 @@ impl ProgramCost {
 }
 
 fn parse_summary(record: &Value) -> anyhow::Result<Summary> {
-    let u = |v: &Value, what: &str| {
-        v.as_u64()
-            .ok_or_else(|| anyhow!("summary field {what} is not a number: {v}"))
-    };
+    let u = |v: &Value, what: &str| v.as_u64().ok_or_else(|| anyhow!("summary field {what} is not a number: {v}"));
     let ledger = &record["ledger"];
     let sum = |field: &str| -> anyhow::Result<u64> {
         ledger[field]
@@ -723,12 +629,7 @@ fn parse_forms(sensors_record: &Value) -> BTreeMap<String, String> {
         .as_array()
         .into_iter()
         .flatten()
-        .map(|s| {
-            (
-                s["sensor"].as_str().unwrap_or("?").to_owned(),
-                s["chosen"].as_str().unwrap_or("none").to_owned(),
-            )
-        })
+        .map(|s| (s["sensor"].as_str().unwrap_or("?").to_owned(), s["chosen"].as_str().unwrap_or("none").to_owned()))
         .collect()
 }
 
@@ -747,10 +648,8 @@ impl Kscope {
     fn start(ctx: &HostContext<'_>) -> anyhow::Result<Self> {
         let stdout = ctx.dir.join("kscope.jsonl");
         let stderr = ctx.dir.join("kscope.err");
-        let out =
-            File::create(&stdout).with_context(|| format!("creating {}", stdout.display()))?;
-        let err =
-            File::create(&stderr).with_context(|| format!("creating {}", stderr.display()))?;
+        let out = File::create(&stdout).with_context(|| format!("creating {}", stdout.display()))?;
+        let err = File::create(&stderr).with_context(|| format!("creating {}", stderr.display()))?;
         let child = Command::new(ctx.kscope)
             .args(["run", "--output", "json", "--stats-interval", "1"])
             .stdin(Stdio::null())
@@ -758,27 +657,16 @@ impl Kscope {
             .stderr(Stdio::from(err))
             .spawn()
             .with_context(|| format!("starting {}", ctx.kscope.display()))?;
-        let mut kscope = Self {
-            child,
-            stdout,
-            stderr,
-            forms: BTreeMap::new(),
-        };
+        let mut kscope = Self { child, stdout, stderr, forms: BTreeMap::new() };
         let deadline = Instant::now() + KSCOPE_START_TIMEOUT;
         loop {
             if let Some(record) = kscope.first_record()? {
-                ensure!(
-                    record["type"] == "sensors",
-                    "kscope's first record is not the sensors record: {record}"
-                );
+                ensure!(record["type"] == "sensors", "kscope's first record is not the sensors record: {record}");
                 kscope.forms = parse_forms(&record);
                 return Ok(kscope);
             }
             if let Some(status) = kscope.child.try_wait().context("waiting for kscope")? {
-                bail!(
-                    "kscope exited ({status}) before reporting its sensors: {}",
-                    kscope.stderr_text()
-                );
+                bail!("kscope exited ({status}) before reporting its sensors: {}", kscope.stderr_text());
             }
             ensure!(
                 Instant::now() < deadline,
@@ -800,39 +688,27 @@ impl Kscope {
             return Ok(None);
         };
         let line = String::from_utf8_lossy(&head[..end]);
-        serde_json::from_str(&line)
-            .map(Some)
-            .with_context(|| format!("kscope's first line is not JSON: {line}"))
+        serde_json::from_str(&line).map(Some).with_context(|| format!("kscope's first line is not JSON: {line}"))
     }
 
     fn stderr_text(&self) -> String {
-        fs::read_to_string(&self.stderr)
-            .unwrap_or_default()
-            .trim()
-            .to_owned()
+        fs::read_to_string(&self.stderr).unwrap_or_default().trim().to_owned()
     }
 
     /// kscope's utime + stime so far, all threads.
     fn cpu_ns(&self, clk_tck: u64) -> anyhow::Result<u64> {
         let path = format!("/proc/{}/stat", self.child.id());
-        let stat = fs::read_to_string(&path)
-            .with_context(|| format!("reading {path} (did kscope exit?)"))?;
-        let ticks =
-            parse_stat_cpu_ticks(&stat).with_context(|| format!("parsing {path}: {stat}"))?;
+        let stat = fs::read_to_string(&path).with_context(|| format!("reading {path} (did kscope exit?)"))?;
+        let ticks = parse_stat_cpu_ticks(&stat).with_context(|| format!("parsing {path}: {stat}"))?;
         Ok(ticks.saturating_mul(1_000_000_000) / clk_tck.max(1))
     }
 
     /// SIGINT (what Ctrl-C does), wait for the exit, and read the summary.
     fn stop(mut self) -> anyhow::Result<Summary> {
         send_signal(self.child.id(), 2);
-        let status = wait_timeout(&mut self.child, KSCOPE_STOP_TIMEOUT)?.ok_or_else(|| {
-            anyhow!("kscope did not exit within {KSCOPE_STOP_TIMEOUT:?} of SIGINT; killed")
-        })?;
-        ensure!(
-            status.success(),
-            "kscope exited with {status}: {}",
-            self.stderr_text()
-        );
+        let status = wait_timeout(&mut self.child, KSCOPE_STOP_TIMEOUT)?
+            .ok_or_else(|| anyhow!("kscope did not exit within {KSCOPE_STOP_TIMEOUT:?} of SIGINT; killed"))?;
+        ensure!(status.success(), "kscope exited with {status}: {}", self.stderr_text());
         let record = last_summary(&self.stdout)?;
         parse_summary(&record)
     }
@@ -854,9 +730,7 @@ impl Drop for Kscope {
 /// utime + stime (fields 14 and 15) of a /proc/<pid>/stat line. The fields
 /// are counted after the last ')' because comm may contain spaces or ')'.
 fn parse_stat_cpu_ticks(stat: &str) -> anyhow::Result<u64> {
-    let (_, rest) = stat
-        .rsplit_once(')')
-        .ok_or_else(|| anyhow!("no ')' after comm"))?;
+    let (_, rest) = stat.rsplit_once(')').ok_or_else(|| anyhow!("no ')' after comm"))?;
     // rest starts at field 3 (state): utime is field 14, stime field 15.
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let field = |n: usize| -> anyhow::Result<u64> {
@@ -874,15 +748,10 @@ fn parse_stat_cpu_ticks(stat: &str) -> anyhow::Result<u64> {
 fn last_summary(path: &Path) -> anyhow::Result<Value> {
     const TAIL: u64 = 256 * 1024;
     let mut file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let len = file
-        .metadata()
-        .with_context(|| format!("reading metadata of {}", path.display()))?
-        .len();
-    file.seek(SeekFrom::Start(len.saturating_sub(TAIL)))
-        .with_context(|| format!("seeking in {}", path.display()))?;
+    let len = file.metadata().with_context(|| format!("reading metadata of {}", path.display()))?.len();
+    file.seek(SeekFrom::Start(len.saturating_sub(TAIL))).with_context(|| format!("seeking in {}", path.display()))?;
     let mut tail = Vec::new();
-    file.read_to_end(&mut tail)
-        .with_context(|| format!("reading {}", path.display()))?;
+    file.read_to_end(&mut tail).with_context(|| format!("reading {}", path.display()))?;
     String::from_utf8_lossy(&tail)
         .lines()
         .rev()
@@ -907,8 +776,7 @@ impl Nginx {
         let root = dir.join("nginx");
         let www = root.join("www");
         fs::create_dir_all(&www).with_context(|| format!("creating {}", www.display()))?;
-        fs::write(www.join("index.html"), "kscope bench\n")
-            .context("writing nginx's index.html")?;
+        fs::write(www.join("index.html"), "kscope bench\n").context("writing nginx's index.html")?;
         let conf = format!(
             "daemon off; worker_processes 1; pid {d}/nginx.pid; error_log {d}/error.log;\n\
              events {{ worker_connections 4096; }}\n\
@@ -938,10 +806,7 @@ impl Nginx {
                 let log = fs::read_to_string(root.join("error.log")).unwrap_or_default();
                 bail!("nginx exited ({status}): {}", log.trim());
             }
-            ensure!(
-                Instant::now() < deadline,
-                "nginx did not listen on 127.0.0.1:{port} within 10 s"
-            );
+            ensure!(Instant::now() < deadline, "nginx did not listen on 127.0.0.1:{port} within 10 s");
             thread::sleep(Duration::from_millis(20));
         }
         Ok(nginx)
@@ -952,15 +817,11 @@ impl Drop for Nginx {
     fn drop(&mut self) {
         let pid = self.master.id();
         send_signal(pid, 15);
-        if matches!(
-            wait_timeout(&mut self.master, Duration::from_secs(10)),
-            Ok(Some(_))
-        ) {
+        if matches!(wait_timeout(&mut self.master, Duration::from_secs(10)), Ok(Some(_))) {
             return;
         }
         // A master that ignores SIGTERM: kill its workers first, then it.
-        let children =
-            fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        let children = fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
         for worker in children.split_whitespace().filter_map(|p| p.parse().ok()) {
             send_signal(worker, 9);
         }
@@ -971,17 +832,14 @@ impl Drop for Nginx {
 
 fn free_port() -> anyhow::Result<u16> {
     let listener = TcpListener::bind("127.0.0.1:0").context("binding a loopback port")?;
-    Ok(listener
-        .local_addr()
-        .context("reading the bound port")?
-        .port())
+    Ok(listener.local_addr().context("reading the bound port")?.port())
 }
 
 // ----------------------------------------------------------------- QEMU
 
-/// One hook form in one guest.
+/// One pass of one hook form in a guest.
 #[derive(Debug, Clone)]
-struct VmForm {
+struct VmPass {
     form: String,
     /// Each sensor's chosen form: a sensor that cannot use the forced form
     /// does not run, and its programs are then missing from the table.
@@ -996,12 +854,51 @@ struct VmKernel {
     label: String,
     release: Option<String>,
     boot_and_run_s: f64,
-    forms: Vec<VmForm>,
+    passes: Vec<VmPass>,
     error: Option<String>,
 }
 
+impl VmKernel {
+    /// The programs of `form`, summed over its passes.
+    fn programs(&self, form: &str) -> Vec<ProgramCost> {
+        merge_programs(self.passes.iter().filter(|p| p.form == form).filter_map(|p| p.summary.as_ref()))
+    }
+
+    /// Total BPF time of `sensor`'s programs per operation of the workload
+    /// (a connection for "tcp", a spawn for "process"): the figure that
+    /// compares forms, since a kprobe form may need two programs (entry and
+    /// return) where a tracepoint needs one.
+    fn ns_per_operation(&self, form: &str, sensor: &str) -> Option<f64> {
+        let passes = self.passes.iter().filter(|p| p.form == form && p.summary.is_some()).count();
+        // Each pass runs N wget (a connection and a spawn each) and N /bin/true.
+        let per_pass = match sensor {
+            "tcp" => VM_ITERATIONS,
+            "process" => 2 * VM_ITERATIONS,
+            _ => return None,
+        };
+        let operations = f64::from(per_pass) * passes as f64;
+        let time: u64 = self.programs(form).iter().filter(|p| p.sensor == sensor).map(|p| p.run_time_ns).sum();
+        (operations > 0.0).then(|| time as f64 / operations)
+    }
+}
+
+/// Sums run counts and run times per (sensor, program), in first-seen order.
+fn merge_programs<'a>(summaries: impl Iterator<Item = &'a Summary>) -> Vec<ProgramCost> {
+    let mut merged: Vec<ProgramCost> = Vec::new();
+    for p in summaries.flat_map(|s| &s.programs) {
+        match merged.iter_mut().find(|m| m.sensor == p.sensor && m.program == p.program) {
+            Some(m) => {
+                m.run_count += p.run_count;
+                m.run_time_ns += p.run_time_ns;
+            }
+            None => merged.push(p.clone()),
+        }
+    }
+    merged
+}
+
 fn vm_script() -> String {
-    let forms = VM_FORMS.join(" ");
+    let forms = vm_pass_order().join(" ");
     format!(
         // busybox --install -s puts httpd in /usr/sbin and wget in
         // /usr/bin (not /bin): they are found through PATH.
@@ -1010,11 +907,13 @@ mkdir -p /www
 echo "kscope bench" > /www/index.html
 httpd -f -p 127.0.0.1:8080 -h /www &
 HTTPD=$!
+P=0
 for FORM in {forms}; do
-    /usr/bin/kscope run --output json --hook-form $FORM --duration {VM_KSCOPE_DURATION_S} > /tmp/$FORM.jsonl 2> /tmp/$FORM.err &
+    P=$((P+1)); OUT=/tmp/$P-$FORM
+    /usr/bin/kscope run --output json --hook-form $FORM --duration {VM_KSCOPE_DURATION_S} > $OUT.jsonl 2> $OUT.err &
     K=$!
     i=0
-    until grep -q '"type":"sensors"' /tmp/$FORM.jsonl 2>/dev/null; do
+    until grep -q '"type":"sensors"' $OUT.jsonl 2>/dev/null; do
         kill -0 $K 2>/dev/null || break
         i=$((i+1)); [ $i -gt 600 ] && break
         sleep 0.2
@@ -1026,10 +925,10 @@ for FORM in {forms}; do
     U1=$(cut -d' ' -f1 /proc/uptime)
     kill -INT $K 2>/dev/null; wait $K; KCODE=$?
     echo "@@form $FORM kscope=$KCODE wget_failed=$FAILED u0=$U0 u1=$U1"
-    head -n 1 /tmp/$FORM.jsonl
-    grep '"type":"summary"' /tmp/$FORM.jsonl | tail -n 1
+    head -n 1 $OUT.jsonl
+    grep '"type":"summary"' $OUT.jsonl | tail -n 1
     echo "@@stderr"
-    head -n 20 /tmp/$FORM.err
+    head -n 20 $OUT.err
 done
 kill $HTTPD
 "#
@@ -1041,17 +940,12 @@ fn measure_vms(root: &Path, static_kscope: &Path) -> anyhow::Result<Vec<VmKernel
     let work = root.join("target/vm/work");
     fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
     // Not /kscope: the harness keeps its script in the /kscope directory.
-    let files = [GuestFile {
-        host: static_kscope.to_path_buf(),
-        guest: "/usr/bin/kscope".into(),
-    }];
+    let files = [GuestFile { host: static_kscope.to_path_buf(), guest: "/usr/bin/kscope".into() }];
     let script = vm_script();
     let mut kernels = Vec::new();
     for kernel in guest_kernels() {
         println!("bench: QEMU {} ...", kernel.label);
-        let vmlinuz = kernel
-            .fetch(&cache)
-            .with_context(|| format!("fetching the {} kernel", kernel.label))?;
+        let vmlinuz = kernel.fetch(&cache).with_context(|| format!("fetching the {} kernel", kernel.label))?;
         // A guest that fails is reported, not fatal: the other kernel and the
         // host figures are still worth having.
         let result = match run_in_guest(&vmlinuz, &files, &script, &work, VM_TIMEOUT) {
@@ -1059,10 +953,7 @@ fn measure_vms(root: &Path, static_kscope: &Path) -> anyhow::Result<Vec<VmKernel
                 let mut result = parse_vm_output(kernel.label, &run.output);
                 result.boot_and_run_s = run.boot_and_run.as_secs_f64();
                 if run.exit_code != 0 && result.error.is_none() {
-                    result.error = Some(format!(
-                        "guest script exited {}; its output:\n{}",
-                        run.exit_code, run.output
-                    ));
+                    result.error = Some(format!("guest script exited {}; its output:\n{}", run.exit_code, run.output));
                 }
                 result
             }
@@ -1070,7 +961,7 @@ fn measure_vms(root: &Path, static_kscope: &Path) -> anyhow::Result<Vec<VmKernel
                 label: kernel.label.to_owned(),
                 release: None,
                 boot_and_run_s: 0.0,
-                forms: Vec::new(),
+                passes: Vec::new(),
                 error: Some(format!("{err:#}")),
             },
         };
@@ -1078,11 +969,7 @@ fn measure_vms(root: &Path, static_kscope: &Path) -> anyhow::Result<Vec<VmKernel
             "bench:   {} in {:.1} s{}",
             kernel.label,
             result.boot_and_run_s,
-            result
-                .error
-                .as_deref()
-                .map(|e| format!(": {e}"))
-                .unwrap_or_default()
+            result.error.as_deref().map(|e| format!(": {e}")).unwrap_or_default()
         );
         kernels.push(result);
     }
@@ -1090,54 +977,31 @@ fn measure_vms(root: &Path, static_kscope: &Path) -> anyhow::Result<Vec<VmKernel
 }
 
 fn parse_vm_output(label: &str, output: &str) -> VmKernel {
-    let mut result = VmKernel {
-        label: label.to_owned(),
-        release: None,
-        boot_and_run_s: 0.0,
-        forms: Vec::new(),
-        error: None,
-    };
+    let mut result =
+        VmKernel { label: label.to_owned(), release: None, boot_and_run_s: 0.0, passes: Vec::new(), error: None };
     for section in output.split("@@form ").skip(1) {
         let (body, stderr) = section.split_once("@@stderr").unwrap_or((section, ""));
         let mut lines = body.lines();
         let header = lines.next().unwrap_or_default();
-        let field = |key: &str| {
-            header
-                .split_whitespace()
-                .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
-        };
+        let field = |key: &str| header.split_whitespace().find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='));
         let form = header.split_whitespace().next().unwrap_or("?").to_owned();
-        let records: Vec<Value> = lines
-            .filter(|l| l.starts_with('{'))
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect();
+        let records: Vec<Value> =
+            lines.filter(|l| l.starts_with('{')).filter_map(|l| serde_json::from_str(l).ok()).collect();
         let sensors = records.iter().find(|r| r["type"] == "sensors");
         if let Some(release) = sensors.and_then(|s| s["kernel"].as_str()) {
             result.release = Some(release.to_owned());
         }
-        let summary = records
-            .iter()
-            .find(|r| r["type"] == "summary")
-            .map(parse_summary);
-        let workload_s = match (
-            field("u0").and_then(|v| v.parse::<f64>().ok()),
-            field("u1").and_then(|v| v.parse::<f64>().ok()),
-        ) {
-            (Some(u0), Some(u1)) => Some(u1 - u0),
-            _ => None,
-        };
+        let summary = records.iter().find(|r| r["type"] == "summary").map(parse_summary);
+        let workload_s =
+            match (field("u0").and_then(|v| v.parse::<f64>().ok()), field("u1").and_then(|v| v.parse::<f64>().ok())) {
+                (Some(u0), Some(u1)) => Some(u1 - u0),
+                _ => None,
+            };
         let mut problem = None;
         if field("kscope") != Some("0") {
-            problem = Some(format!(
-                "kscope exited {}: {}",
-                field("kscope").unwrap_or("?"),
-                stderr.trim()
-            ));
+            problem = Some(format!("kscope exited {}: {}", field("kscope").unwrap_or("?"), stderr.trim()));
         } else if field("wget_failed") != Some("0") {
-            problem = Some(format!(
-                "{} of {VM_ITERATIONS} wget requests failed",
-                field("wget_failed").unwrap_or("?")
-            ));
+            problem = Some(format!("{} of {VM_ITERATIONS} wget requests failed", field("wget_failed").unwrap_or("?")));
         }
         let summary = match summary {
             Some(Ok(summary)) => Some(summary),
@@ -1150,7 +1014,7 @@ fn parse_vm_output(label: &str, output: &str) -> VmKernel {
                 None
             }
         };
-        result.forms.push(VmForm {
+        result.passes.push(VmPass {
             form,
             forms: sensors.map(parse_forms).unwrap_or_default(),
             summary,
@@ -1158,12 +1022,10 @@ fn parse_vm_output(label: &str, output: &str) -> VmKernel {
             problem,
         });
     }
-    if result.forms.len() != VM_FORMS.len() {
-        result.error = Some(format!(
-            "{} of {} hook forms reported; guest output:\n{output}",
-            result.forms.len(),
-            VM_FORMS.len()
-        ));
+    let order = vm_pass_order();
+    let reported: Vec<&str> = result.passes.iter().map(|p| p.form.as_str()).collect();
+    if reported != order {
+        result.error = Some(format!("the guest reported passes {reported:?}, not {order:?}; its output:\n{output}"));
     }
     result
 }
@@ -1187,23 +1049,10 @@ fn host_program_costs(workloads: &[Workload]) -> Vec<(String, ProgramCost)> {
     let mut by_program: BTreeMap<(String, String), (String, ProgramCost)> = BTreeMap::new();
     for (_, k) in workloads.iter().flat_map(Workload::measures) {
         for p in &k.summary.programs {
-            let form = k
-                .forms
-                .get(&p.sensor)
-                .cloned()
-                .unwrap_or_else(|| "?".into());
+            let form = k.forms.get(&p.sensor).cloned().unwrap_or_else(|| "?".into());
             let entry = by_program
                 .entry((p.sensor.clone(), p.program.clone()))
-                .or_insert_with(|| {
-                    (
-                        form,
-                        ProgramCost {
-                            run_count: 0,
-                            run_time_ns: 0,
-                            ..p.clone()
-                        },
-                    )
-                });
+                .or_insert_with(|| (form, ProgramCost { run_count: 0, run_time_ns: 0, ..p.clone() }));
             entry.1.run_count += p.run_count;
             entry.1.run_time_ns += p.run_time_ns;
         }
@@ -1213,11 +1062,7 @@ fn host_program_costs(workloads: &[Workload]) -> Vec<(String, ProgramCost)> {
 
 impl Report {
     fn max_lossless(&self) -> Option<&RampStep> {
-        self.host
-            .ramp
-            .iter()
-            .filter(|s| s.lossless())
-            .max_by(|a, b| a.events_per_s().total_cmp(&b.events_per_s()))
+        self.host.ramp.iter().filter(|s| s.lossless()).max_by(|a, b| a.events_per_s().total_cmp(&b.events_per_s()))
     }
 
     fn first_losses(&self) -> Vec<&RampStep> {
@@ -1237,10 +1082,8 @@ impl Report {
             m["kscope"].as_str().unwrap_or("?"),
         );
 
-        let load_1min: f64 = m["loadavg_at_start"]
-            .as_str()
-            .and_then(|l| l.split_whitespace().next()?.parse().ok())
-            .unwrap_or(0.0);
+        let load_1min: f64 =
+            m["loadavg_at_start"].as_str().and_then(|l| l.split_whitespace().next()?.parse().ok()).unwrap_or(0.0);
         if load_1min > 0.5 {
             out += &format!(
                 "note: 1-minute load average {load_1min} at start: other work on this machine adds noise to every figure\n"
@@ -1249,32 +1092,16 @@ impl Report {
         out += &format!(
             "\n1. Throughput without / with `kscope run --output json --stats-interval 1` (median of {REPS}, goal ratio >= 0.98)\n"
         );
-        let mut rows = vec![row([
-            "workload",
-            "unit",
-            "baseline",
-            "with kscope",
-            "ratio",
-            "samples base | with",
-        ])];
+        let mut rows = vec![row(["workload", "unit", "baseline", "with kscope", "ratio", "samples base | with"])];
         for w in &self.host.workloads {
-            let fmt = |v: &[f64]| {
-                v.iter()
-                    .map(|x| format!("{x:.0}"))
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            };
+            let fmt = |v: &[f64]| v.iter().map(|x| format!("{x:.0}")).collect::<Vec<_>>().join(" ");
             rows.push(row([
                 w.name.to_owned(),
                 w.unit.to_owned(),
                 opt(median(&w.rates(&w.baseline)), 0),
                 opt(median(&w.rates(&w.with_kscope)), 0),
                 opt(w.ratio(), 3),
-                format!(
-                    "{} | {}",
-                    fmt(&w.rates(&w.baseline)),
-                    fmt(&w.rates(&w.with_kscope))
-                ),
+                format!("{} | {}", fmt(&w.rates(&w.baseline)), fmt(&w.rates(&w.with_kscope))),
             ]));
         }
         out += &table(&rows);
@@ -1286,9 +1113,7 @@ impl Report {
             .map(|p| p.load.wrk_errors + p.load.spawn_failures)
             .sum();
         if errors > 0 {
-            out += &format!(
-                "   note: {errors} wrk socket errors / non-2xx answers / failed spawns over all phases\n"
-            );
+            out += &format!("   note: {errors} wrk socket errors / non-2xx answers / failed spawns over all phases\n");
         }
 
         out += "\n2. kscope CPU per event (utime+stime over the load, start-up excluded; median of the with-kscope phases)\n";
@@ -1302,11 +1127,7 @@ impl Report {
             "queue dropped",
         ])];
         for w in &self.host.workloads {
-            let startup = median(
-                &w.measures()
-                    .map(|(_, k)| k.startup_cpu_ns as f64 / 1e6)
-                    .collect::<Vec<_>>(),
-            );
+            let startup = median(&w.measures().map(|(_, k)| k.startup_cpu_ns as f64 / 1e6).collect::<Vec<_>>());
             let lost: u64 = w.measures().map(|(_, k)| k.summary.lost_events).sum();
             let dropped: u64 = w.measures().map(|(_, k)| k.summary.queue_dropped).sum();
             rows.push(row([
@@ -1348,11 +1169,8 @@ impl Report {
         out += &table(&rows);
         match self.max_lossless() {
             Some(s) => {
-                out += &format!(
-                    "   highest rate with zero loss: {:.0} events/s ({})\n",
-                    s.events_per_s(),
-                    s.load.label()
-                )
+                out +=
+                    &format!("   highest rate with zero loss: {:.0} events/s ({})\n", s.events_per_s(), s.load.label())
             }
             None => out += "   no step ran without loss\n",
         }
@@ -1373,26 +1191,30 @@ impl Report {
         }
 
         out += "\n4. Cost per program run (BPF run-time stats: avg ns per hit)\n";
-        out += &format!(
-            "   host, kernel {} (all with-kscope phases of 1.):\n",
-            m["kernel"].as_str().unwrap_or("?")
-        );
+        out += &format!("   host, kernel {} (all with-kscope phases of 1.):\n", m["kernel"].as_str().unwrap_or("?"));
         let mut rows = vec![row(["form", "sensor", "program", "runs", "avg ns/run"])];
         for (form, p) in host_program_costs(&self.host.workloads) {
-            rows.push(row([
-                form,
-                p.sensor.clone(),
-                p.program.clone(),
-                p.run_count.to_string(),
-                opt(p.avg_ns(), 0),
-            ]));
+            rows.push(row([form, p.sensor.clone(), p.program.clone(), p.run_count.to_string(), opt(p.avg_ns(), 0)]));
         }
         out += &indent(&table(&rows));
+        for w in &self.host.workloads {
+            let (sensor, unit) = match w.load {
+                Load::Spawn { .. } => ("process", "spawn"),
+                _ => ("tcp", "connection"),
+            };
+            out += &format!(
+                "     {sensor} sensor, all programs: {} BPF ns per {unit} ({})\n",
+                opt(w.bpf_ns_per_operation(sensor), 0),
+                w.load.label()
+            );
+        }
         match &self.vm {
             None => out += "   QEMU: skipped (--no-vm)\n",
             Some(kernels) => {
                 out += &format!(
-                    "   QEMU/TCG guests ({VM_ITERATIONS} wget + {VM_ITERATIONS} /bin/true per form): emulation inflates absolute ns;\n   compare forms within one kernel.\n"
+                    "   QEMU/TCG guests: {VM_ITERATIONS} wget + {VM_ITERATIONS} /bin/true per pass, 2 passes per form in the order {};\n   \
+                     emulation inflates absolute ns: compare forms within one kernel.\n",
+                    vm_pass_order().join(" ")
                 );
                 for k in kernels {
                     out += &format!(
@@ -1405,10 +1227,10 @@ impl Report {
                         out += &format!("   ERROR: {}\n", tail_lines(err, 30));
                     }
                     let mut rows = vec![row(["form", "sensor", "program", "runs", "avg ns/run"])];
-                    for f in &k.forms {
-                        for p in f.summary.iter().flat_map(|s| &s.programs) {
+                    for form in VM_FORMS {
+                        for p in k.programs(form) {
                             rows.push(row([
-                                f.form.clone(),
+                                form.to_owned(),
                                 p.sensor.clone(),
                                 p.program.clone(),
                                 p.run_count.to_string(),
@@ -1417,7 +1239,16 @@ impl Report {
                         }
                     }
                     out += &indent(&table(&rows));
-                    for f in &k.forms {
+                    let mut header = vec!["BPF ns per operation (all programs of a sensor)".to_owned()];
+                    header.extend(VM_FORMS.map(str::to_owned));
+                    let mut rows = vec![header];
+                    for (sensor, unit) in [("process", "spawn"), ("tcp", "connection")] {
+                        let mut cells = vec![format!("{sensor} (per {unit})")];
+                        cells.extend(VM_FORMS.map(|form| opt(k.ns_per_operation(form, sensor), 0)));
+                        rows.push(cells);
+                    }
+                    out += &indent(&table(&rows));
+                    for f in &k.passes {
                         let not_forced: Vec<String> = f
                             .forms
                             .iter()
@@ -1425,11 +1256,7 @@ impl Report {
                             .map(|(s, c)| format!("{s} on {c}"))
                             .collect();
                         if !not_forced.is_empty() {
-                            out += &format!(
-                                "   note: with --hook-form {}: {}\n",
-                                f.form,
-                                not_forced.join(", ")
-                            );
+                            out += &format!("   note: with --hook-form {}: {}\n", f.form, not_forced.join(", "));
                         }
                         if let Some(problem) = &f.problem {
                             out += &format!("   problem with {}: {problem}\n", f.form);
@@ -1447,10 +1274,7 @@ impl Report {
                 "events_read": s.events_read, "lost_events": s.lost_events, "queue_dropped": s.queue_dropped,
                 "emit_failed": s.emit_failed, "decode_errors": s.decode_errors, "written": s.written,
                 "bpf_stats_enabled": s.bpf_stats_enabled,
-                "programs": s.programs.iter().map(|p| json!({
-                    "sensor": p.sensor, "program": p.program, "run_count": p.run_count,
-                    "run_time_ns": p.run_time_ns, "avg_ns_per_run": p.avg_ns(),
-                })).collect::<Vec<_>>(),
+                "programs": s.programs.iter().map(program_json).collect::<Vec<_>>(),
             })
         };
         let phase_json = |p: &Phase| {
@@ -1480,6 +1304,10 @@ impl Report {
                     "kscope_ns_per_event_median": w.ns_per_event(),
                     "kscope_events_per_s_median": w.events_per_s(),
                     "kscope_cpu_percent_median": w.cpu_percent(),
+                    "bpf_ns_per_operation": {
+                        "process_per_spawn": w.bpf_ns_per_operation("process"),
+                        "tcp_per_connection": w.bpf_ns_per_operation("tcp"),
+                    },
                     "baseline": w.baseline.iter().map(phase_json).collect::<Vec<_>>(),
                     "with_kscope": w.with_kscope.iter().map(phase_json).collect::<Vec<_>>(),
                 })
@@ -1504,8 +1332,14 @@ impl Report {
                 .map(|k| {
                     json!({
                         "label": k.label, "kernel": k.release, "boot_and_run_s": k.boot_and_run_s, "error": k.error,
-                        "iterations": VM_ITERATIONS,
-                        "forms": k.forms.iter().map(|f| json!({
+                        "iterations_per_pass": VM_ITERATIONS,
+                        "per_form": VM_FORMS.iter().map(|form| json!({
+                            "form": form,
+                            "process_bpf_ns_per_spawn": k.ns_per_operation(form, "process"),
+                            "tcp_bpf_ns_per_connection": k.ns_per_operation(form, "tcp"),
+                            "programs": k.programs(form).iter().map(program_json).collect::<Vec<_>>(),
+                        })).collect::<Vec<_>>(),
+                        "passes": k.passes.iter().map(|f| json!({
                             "form": f.form, "chosen": f.forms, "workload_s": f.workload_s, "problem": f.problem,
                             "summary": f.summary.as_ref().map(summary_json),
                         })).collect::<Vec<_>>(),
@@ -1526,6 +1360,13 @@ impl Report {
     }
 }
 
+fn program_json(p: &ProgramCost) -> Value {
+    json!({
+        "sensor": p.sensor, "program": p.program, "run_count": p.run_count,
+        "run_time_ns": p.run_time_ns, "avg_ns_per_run": p.avg_ns(),
+    })
+}
+
 fn row<const N: usize>(cells: [impl Into<String>; N]) -> Vec<String> {
     cells.into_iter().map(Into::into).collect()
 }
@@ -1534,31 +1375,17 @@ fn row<const N: usize>(cells: [impl Into<String>; N]) -> Vec<String> {
 fn table(rows: &[Vec<String>]) -> String {
     let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..columns)
-        .map(|c| {
-            rows.iter()
-                .filter_map(|r| r.get(c))
-                .map(|cell| cell.chars().count())
-                .max()
-                .unwrap_or(0)
-        })
+        .map(|c| rows.iter().filter_map(|r| r.get(c)).map(|cell| cell.chars().count()).max().unwrap_or(0))
         .collect();
     let mut out = String::new();
     for (i, r) in rows.iter().enumerate() {
-        let line: Vec<String> = r
-            .iter()
-            .zip(&widths)
-            .map(|(cell, w)| format!("{cell:<w$}"))
-            .collect();
+        let line: Vec<String> = r.iter().zip(&widths).map(|(cell, w)| format!("{cell:<w$}")).collect();
         out += "   ";
         out += line.join("  ").trim_end();
         out += "\n";
         if i == 0 {
             out += "   ";
-            out += &widths
-                .iter()
-                .map(|w| "-".repeat(*w))
-                .collect::<Vec<_>>()
-                .join("  ");
+            out += &widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>().join("  ");
             out += "\n";
         }
     }
@@ -1593,20 +1420,13 @@ fn tail_lines(text: &str, lines: usize) -> String {
 
 /// The binary at `path`, built by `build` only if it is missing, so the
 /// bench measures what is already built unless there is nothing to measure.
-fn existing_or_build(
-    path: &Path,
-    build: fn() -> anyhow::Result<PathBuf>,
-) -> anyhow::Result<PathBuf> {
+fn existing_or_build(path: &Path, build: fn() -> anyhow::Result<PathBuf>) -> anyhow::Result<PathBuf> {
     if path.is_file() {
         return Ok(path.to_path_buf());
     }
     println!("bench: {} is missing; building it", path.display());
     let built = build()?;
-    ensure!(
-        built.is_file(),
-        "the build did not produce {}",
-        built.display()
-    );
+    ensure!(built.is_file(), "the build did not produce {}", built.display());
     Ok(built)
 }
 
@@ -1616,10 +1436,7 @@ fn binary_age(path: &Path) -> String {
         .and_then(|m| m.modified())
         .ok()
         .and_then(|t| t.elapsed().ok())
-        .map_or_else(
-            || "build time unknown".into(),
-            |age| format!("built {} min ago", age.as_secs() / 60),
-        )
+        .map_or_else(|| "build time unknown".into(), |age| format!("built {} min ago", age.as_secs() / 60))
 }
 
 fn which(tool: &str) -> anyhow::Result<PathBuf> {
@@ -1633,29 +1450,16 @@ fn which(tool: &str) -> anyhow::Result<PathBuf> {
 
 /// `getconf CLK_TCK`: the unit of utime and stime in /proc/<pid>/stat.
 fn clock_ticks_per_second() -> anyhow::Result<u64> {
-    let out = Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .context("running getconf CLK_TCK")?;
-    ensure!(
-        out.status.success(),
-        "getconf CLK_TCK failed ({})",
-        out.status
-    );
+    let out = Command::new("getconf").arg("CLK_TCK").output().context("running getconf CLK_TCK")?;
+    ensure!(out.status.success(), "getconf CLK_TCK failed ({})", out.status);
     let text = String::from_utf8_lossy(&out.stdout);
-    let ticks: u64 = text
-        .trim()
-        .parse()
-        .with_context(|| format!("getconf CLK_TCK printed {text:?}"))?;
+    let ticks: u64 = text.trim().parse().with_context(|| format!("getconf CLK_TCK printed {text:?}"))?;
     ensure!(ticks > 0, "getconf CLK_TCK printed 0");
     Ok(ticks)
 }
 
 fn read_trimmed(path: &str) -> anyhow::Result<String> {
-    Ok(fs::read_to_string(path)
-        .with_context(|| format!("reading {path}"))?
-        .trim()
-        .to_owned())
+    Ok(fs::read_to_string(path).with_context(|| format!("reading {path}"))?.trim().to_owned())
 }
 
 /// `None` when the timeout passed; the child is then killed and reaped.
@@ -1744,34 +1548,34 @@ mod tests {
             "ledger": {"read_per_cpu": [3, 4], "lost_per_cpu": [0, 2], "decoded": 7, "decode_errors": 0, "queue_dropped": 5, "written": 2},
         });
         let s = parse_summary(&record).expect("parses");
-        assert_eq!(
-            (
-                s.events_read,
-                s.lost_events,
-                s.queue_dropped,
-                s.emit_failed,
-                s.written
-            ),
-            (7, 2, 5, 1, 2)
-        );
+        assert_eq!((s.events_read, s.lost_events, s.queue_dropped, s.emit_failed, s.written), (7, 2, 5, 1, 2));
         assert_eq!(s.programs[0].avg_ns(), Some(250.0));
     }
 
     #[test]
-    fn vm_sections_are_split_per_form() {
-        let summary = r#"{"type":"summary","bpf_stats_enabled":true,"lost_events":0,"programs":[{"sensor":"process","program":"process_exec_kp","run_count":10,"run_time_ns":5000}],"sensors":[],"ledger":{"read_per_cpu":[1],"lost_per_cpu":[0],"decoded":1,"decode_errors":0,"queue_dropped":0,"written":1}}"#;
+    fn vm_passes_are_parsed_and_merged_per_form() {
+        let summary = |runs: u64, ns: u64| {
+            format!(
+                r#"{{"type":"summary","bpf_stats_enabled":true,"lost_events":0,"programs":[{{"sensor":"process","program":"process_exec_kp","run_count":{runs},"run_time_ns":{ns}}}],"sensors":[],"ledger":{{"read_per_cpu":[1],"lost_per_cpu":[0],"decoded":1,"decode_errors":0,"queue_dropped":0,"written":1}}}}"#
+            )
+        };
         let sensors = r#"{"type":"sensors","kernel":"6.1.0-test","sensors":[{"sensor":"process","chosen":"kprobe"}]}"#;
         let output = format!(
-            "@@form kprobe kscope=0 wget_failed=0 u0=1.50 u1=3.00\n{sensors}\n{summary}\n@@stderr\n"
+            "@@form kprobe kscope=0 wget_failed=0 u0=1.50 u1=3.00\n{sensors}\n{}\n@@stderr\n\
+             @@form kprobe kscope=0 wget_failed=0 u0=5.00 u1=6.00\n{sensors}\n{}\n@@stderr\n",
+            summary(10, 5000),
+            summary(30, 3000)
         );
         let k = parse_vm_output("debian-6.1", &output);
         assert_eq!(k.release.as_deref(), Some("6.1.0-test"));
-        assert_eq!(k.forms.len(), 1);
-        assert_eq!(k.forms[0].workload_s, Some(1.5));
-        assert_eq!(
-            k.forms[0].summary.as_ref().map(|s| s.programs[0].avg_ns()),
-            Some(Some(500.0))
-        );
-        assert!(k.error.is_some(), "two forms are missing");
+        assert_eq!(k.passes.len(), 2);
+        assert_eq!(k.passes[0].workload_s, Some(1.5));
+        assert!(k.passes.iter().all(|p| p.problem.is_none()));
+        let merged = k.programs("kprobe");
+        assert_eq!((merged[0].run_count, merged[0].avg_ns()), (40, Some(200.0)));
+        let spawns = f64::from(2 * 2 * VM_ITERATIONS);
+        assert_eq!(k.ns_per_operation("kprobe", "process"), Some(8000.0 / spawns));
+        assert_eq!(k.ns_per_operation("fentry", "process"), None);
+        assert!(k.error.is_some(), "fentry and tracepoint passes are missing");
     }
 }

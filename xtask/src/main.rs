@@ -105,18 +105,52 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
+/// One test layer: a name for the summary and the cargo arguments.
+struct Layer {
+    name: &'static str,
+    args: &'static [&'static str],
+}
+
+const LAYERS: &[Layer] = &[
+    Layer { name: "unit", args: &["test", "--workspace", "--exclude", "kscope-tests"] },
+    Layer { name: "unit (harness helpers)", args: &["test", "-p", "kscope-tests", "--lib"] },
+    // Real eBPF on this machine's kernel, against nginx and curl.
+    Layer { name: "host kernel", args: &["test", "-p", "kscope-tests", "--test", "host"] },
+    // Debian's 6.1 and 6.12 kernels under QEMU: kprobe, fentry, tracepoint.
+    // --nocapture lets each kernel's one-line verdict through.
+    Layer {
+        name: "QEMU kernels",
+        args: &["test", "-p", "kscope-tests", "--test", "vm_harness", "--test", "vm", "--", "--nocapture"],
+    },
+];
+
 fn test(no_vm: bool) -> anyhow::Result<()> {
     setup::setup(&setup::SetupOptions::default())?;
     let binary = build()?;
     let static_binary = build_static()?;
-    let mut cmd = cargo();
-    cmd.args(["test", "--workspace"])
-        .env("KSCOPE_BIN", &binary)
-        .env("KSCOPE_STATIC_BIN", &static_binary);
-    if no_vm {
-        cmd.env("KSCOPE_SKIP_VM", "1");
+    let mut results = Vec::new();
+    for layer in LAYERS {
+        let started = std::time::Instant::now();
+        let mut cmd = cargo();
+        cmd.args(layer.args).env("KSCOPE_BIN", &binary).env("KSCOPE_STATIC_BIN", &static_binary);
+        if no_vm {
+            cmd.env("KSCOPE_SKIP_VM", "1");
+        }
+        println!("xtask: test layer: {}", layer.name);
+        let outcome = status(&mut cmd);
+        results.push((layer.name, outcome.is_ok(), started.elapsed()));
+        if outcome.is_err() {
+            break;
+        }
     }
-    status(&mut cmd)
+    println!("xtask: summary");
+    for (name, ok, took) in &results {
+        println!("  {:<24} {} in {:.1}s", name, if *ok { "ok" } else { "FAILED" }, took.as_secs_f64());
+    }
+    if results.len() != LAYERS.len() || results.iter().any(|(_, ok, _)| !ok) {
+        bail!("tests failed");
+    }
+    Ok(())
 }
 
 /// A statically linked `kscope` for the QEMU guests, whose initramfs has no

@@ -69,13 +69,11 @@ impl KernelBtf {
             let name = self.btf.resolve_name(m).unwrap_or_default();
             let bits = base_bits + m.bit_offset();
             if name == wanted {
-                let bitfield = m.bitfield_size().is_some_and(|size| size != 0) || bits % 8 != 0;
+                let bitfield = m.bitfield_size().is_some_and(|size| size != 0) || !bits.is_multiple_of(8);
                 return Some(MemberPlace { bits, bitfield });
             }
             if name.is_empty() {
-                let found = self
-                    .composite(m)
-                    .and_then(|inner| self.find_member(&inner, wanted, bits, depth + 1));
+                let found = self.composite(m).and_then(|inner| self.find_member(&inner, wanted, bits, depth + 1));
                 if found.is_some() {
                     return found;
                 }
@@ -102,11 +100,7 @@ impl KernelBtf {
     /// Whether the kernel's BTF has a function of this name (what fentry
     /// attaches to).
     pub fn has_function(&self, name: &str) -> bool {
-        self.btf
-            .resolve_types_by_name(name)
-            .unwrap_or_default()
-            .iter()
-            .any(|ty| matches!(ty, Type::Func(_)))
+        self.btf.resolve_types_by_name(name).unwrap_or_default().iter().any(|ty| matches!(ty, Type::Func(_)))
     }
 
     /// Every offset the kernel programs use. A member missing on this kernel
@@ -174,10 +168,7 @@ mod tests {
     #[test]
     fn reports_what_is_missing() {
         let btf = host_btf();
-        assert!(matches!(
-            btf.member_offset("sock_common", "no_such_member"),
-            Err(BtfError::NoMember { .. })
-        ));
+        assert!(matches!(btf.member_offset("sock_common", "no_such_member"), Err(BtfError::NoMember { .. })));
         assert!(matches!(btf.member_offset("no_such_struct_kscope", "x"), Err(BtfError::NoStruct(_))));
     }
 

@@ -45,9 +45,8 @@ pub struct Wanted {
 
 impl KernelFeatures {
     pub fn detect(wanted: &Wanted) -> Self {
-        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease")
-            .map(|s| s.trim().to_owned())
-            .unwrap_or_default();
+        let release =
+            std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_owned()).unwrap_or_default();
         let kprobes = if Path::new(KPROBE_PMU).exists() {
             Ok(())
         } else {
@@ -68,21 +67,19 @@ impl KernelFeatures {
             Err(err) => (Err(err.to_string()), BTreeSet::new(), TracepointLayout::missing(), Vec::new()),
         };
 
-        let (btf, btf_functions, offsets, offset_errors) =
-            match KernelBtf::from_file(Path::new(btf::VMLINUX_BTF)) {
-                Ok(kbtf) => {
-                    let functions =
-                        wanted.functions.iter().filter(|f| kbtf.has_function(f)).cloned().collect();
-                    let (offsets, errors) = kbtf.kernel_offsets();
-                    (Ok(()), functions, offsets, errors.iter().map(ToString::to_string).collect())
-                }
-                Err(err) => (
-                    Err(format!("no kernel BTF ({err})")),
-                    BTreeSet::new(),
-                    KernelOffsets::missing(),
-                    vec!["no kernel BTF".to_owned()],
-                ),
-            };
+        let (btf, btf_functions, offsets, offset_errors) = match KernelBtf::from_file(Path::new(btf::VMLINUX_BTF)) {
+            Ok(kbtf) => {
+                let functions = wanted.functions.iter().filter(|f| kbtf.has_function(f)).cloned().collect();
+                let (offsets, errors) = kbtf.kernel_offsets();
+                (Ok(()), functions, offsets, errors.iter().map(ToString::to_string).collect())
+            }
+            Err(err) => (
+                Err(format!("no kernel BTF ({err})")),
+                BTreeSet::new(),
+                KernelOffsets::missing(),
+                vec!["no kernel BTF".to_owned()],
+            ),
+        };
 
         Self {
             release,

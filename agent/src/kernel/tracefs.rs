@@ -10,9 +10,7 @@ const TRACEFS_CANDIDATES: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug
 
 #[derive(Debug, thiserror::Error)]
 pub enum TracefsError {
-    #[error(
-        "tracefs is not mounted: run `mount -t tracefs nodev /sys/kernel/tracing` (tracepoint forms need it)"
-    )]
+    #[error("tracefs is not mounted: run `mount -t tracefs nodev /sys/kernel/tracing` (tracepoint forms need it)")]
     NotMounted,
     #[error("tracepoint {0} does not exist on this kernel")]
     NoTracepoint(String),
@@ -62,8 +60,8 @@ impl Tracefs {
     pub fn layout(&self) -> (TracepointLayout, Vec<TracefsError>) {
         let mut layout = TracepointLayout::missing();
         let mut errors = Vec::new();
-        let mut fill = |category: &str, name: &str, fields: &mut [(&mut u32, &str, bool)]| {
-            match self.format(category, name) {
+        let mut fill =
+            |category: &str, name: &str, fields: &mut [(&mut u32, &str, bool)]| match self.format(category, name) {
                 Ok(format) => {
                     for (slot, field, required) in fields.iter_mut() {
                         match format.offset(field) {
@@ -77,8 +75,7 @@ impl Tracefs {
                     }
                 }
                 Err(err) => errors.push(err),
-            }
-        };
+            };
         fill("sched", "sched_process_exec", &mut [(&mut layout.exec_filename, "filename", true)]);
         // `group_dead` arrived in 6.x; older kernels fall back to "is leader".
         fill("sched", "sched_process_exit", &mut [(&mut layout.exit_group_dead, "group_dead", false)]);
@@ -121,12 +118,8 @@ impl TracepointFormat {
             .filter_map(|line| {
                 let line = line.trim();
                 let decl = line.strip_prefix("field:")?.split(';').next()?;
-                let offset = line
-                    .split(';')
-                    .find_map(|part| part.trim().strip_prefix("offset:"))?
-                    .trim()
-                    .parse()
-                    .ok()?;
+                let offset =
+                    line.split(';').find_map(|part| part.trim().strip_prefix("offset:"))?.trim().parse().ok()?;
                 let field = decl.split_whitespace().last()?;
                 let field = field.split('[').next()?.to_owned();
                 Some((field, offset))

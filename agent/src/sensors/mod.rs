@@ -162,10 +162,10 @@ pub fn precheck(form: &FormSpec, features: &KernelFeatures) -> Result<(), String
         HookForm::Fentry => features.btf.clone().map_err(|e| format!("fentry needs kernel BTF: {e}"))?,
         HookForm::Tracepoint => features.tracefs.clone()?,
     }
-    if form.needs_struct_offsets {
-        if let Some(first) = features.offset_errors.first() {
-            return Err(format!("needs kernel struct offsets from BTF: {first}"));
-        }
+    if form.needs_struct_offsets
+        && let Some(first) = features.offset_errors.first()
+    {
+        return Err(format!("needs kernel struct offsets from BTF: {first}"));
     }
     for program in form.programs {
         match program.attach {
@@ -181,10 +181,10 @@ pub fn precheck(form: &FormSpec, features: &KernelFeatures) -> Result<(), String
             _ => {}
         }
     }
-    if form.form == HookForm::Tracepoint {
-        if let Some(first) = features.layout_errors.first() {
-            return Err(format!("tracepoint record layout: {first}"));
-        }
+    if form.form == HookForm::Tracepoint
+        && let Some(first) = features.layout_errors.first()
+    {
+        return Err(format!("tracepoint record layout: {first}"));
     }
     Ok(())
 }
@@ -223,13 +223,10 @@ pub fn choose_and_attach(
                     Err(reason) => rejected.push(Rejection { form: form.form, reason }),
                 }
             }
-            if let Some(forced) = forced {
-                if !sensor.forms.iter().any(|f| f.form == forced) {
-                    rejected.push(Rejection {
-                        form: forced,
-                        reason: format!("{} has no {forced} form", sensor.name),
-                    });
-                }
+            if let Some(forced) = forced
+                && !sensor.forms.iter().any(|f| f.form == forced)
+            {
+                rejected.push(Rejection { form: forced, reason: format!("{} has no {forced} form", sensor.name) });
             }
             SensorChoice {
                 sensor: sensor.name,
@@ -316,9 +313,12 @@ pub fn describe(err: &ProgramError) -> String {
                 .lines()
                 .rev()
                 .map(str::trim)
-                .find(|l| !l.is_empty() && !l.starts_with("processed ")
-                    && !l.starts_with("verification time")
-                    && !l.starts_with("stack depth"))
+                .find(|l| {
+                    !l.is_empty()
+                        && !l.starts_with("processed ")
+                        && !l.starts_with("verification time")
+                        && !l.starts_with("stack depth")
+                })
                 .unwrap_or("")
                 .to_owned();
             if last.is_empty() {

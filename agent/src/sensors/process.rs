@@ -31,14 +31,8 @@ pub static SENSOR: SensorSpec = SensorSpec {
         FormSpec {
             form: HookForm::Tracepoint,
             programs: &[
-                ProgramSpec {
-                    program: "process_exec_tp",
-                    attach: Attach::Tracepoint("sched", "sched_process_exec"),
-                },
-                ProgramSpec {
-                    program: "process_exit_tp",
-                    attach: Attach::Tracepoint("sched", "sched_process_exit"),
-                },
+                ProgramSpec { program: "process_exec_tp", attach: Attach::Tracepoint("sched", "sched_process_exec") },
+                ProgramSpec { program: "process_exit_tp", attach: Attach::Tracepoint("sched", "sched_process_exit") },
             ],
             needs_struct_offsets: false,
             without_btf: "without kernel BTF, ppid, exit code and lifetime are reported as 0",

@@ -32,18 +32,9 @@ pub static SENSOR: SensorSpec = SensorSpec {
         FormSpec {
             form: HookForm::Tracepoint,
             programs: &[
-                ProgramSpec {
-                    program: "tcp_state_tp",
-                    attach: Attach::Tracepoint("sock", "inet_sock_set_state"),
-                },
-                ProgramSpec {
-                    program: "tcp_accept4_tp",
-                    attach: Attach::Tracepoint("syscalls", "sys_exit_accept4"),
-                },
-                ProgramSpec {
-                    program: "tcp_accept_tp",
-                    attach: Attach::Tracepoint("syscalls", "sys_exit_accept"),
-                },
+                ProgramSpec { program: "tcp_state_tp", attach: Attach::Tracepoint("sock", "inet_sock_set_state") },
+                ProgramSpec { program: "tcp_accept4_tp", attach: Attach::Tracepoint("syscalls", "sys_exit_accept4") },
+                ProgramSpec { program: "tcp_accept_tp", attach: Attach::Tracepoint("syscalls", "sys_exit_accept") },
             ],
             needs_struct_offsets: false,
             without_btf: "without kernel BTF, accept events and byte counts are not reported",

@@ -23,10 +23,7 @@ fn full_kernel() -> KernelFeatures {
 }
 
 fn choices(features: &KernelFeatures, forced: Option<HookForm>) -> Vec<(Option<HookForm>, Vec<Rejection>)> {
-    choose_and_attach(features, forced, |_| Ok(Vec::new()))
-        .into_iter()
-        .map(|c| (c.chosen, c.rejected))
-        .collect()
+    choose_and_attach(features, forced, |_| Ok(Vec::new())).into_iter().map(|c| (c.chosen, c.rejected)).collect()
 }
 
 #[test]
@@ -53,10 +50,7 @@ fn kernel_without_kprobes_and_fentry_falls_back_to_tracepoints() {
             choice.rejected,
             vec![
                 Rejection { form: HookForm::Kprobe, reason: "CONFIG_KPROBES not set".into() },
-                Rejection {
-                    form: HookForm::Fentry,
-                    reason: "fexit:bprm_execve: EPERM from BPF_PROG_LOAD".into()
-                },
+                Rejection { form: HookForm::Fentry, reason: "fexit:bprm_execve: EPERM from BPF_PROG_LOAD".into() },
             ]
         );
         assert_eq!(choice.programs, vec!["p".to_owned()]);
@@ -85,10 +79,7 @@ fn no_btf_leaves_tracepoints_degraded() {
         assert_eq!(choice.chosen, Some(HookForm::Tracepoint));
         assert_eq!(
             choice.rejected.iter().map(|r| r.reason.as_str()).collect::<Vec<_>>(),
-            vec![
-                "needs kernel struct offsets from BTF: no kernel BTF",
-                "fentry needs kernel BTF: no kernel BTF"
-            ]
+            vec!["needs kernel struct offsets from BTF: no kernel BTF", "fentry needs kernel BTF: no kernel BTF"]
         );
         assert!(choice.degraded.as_deref().is_some_and(|d| d.starts_with("without kernel BTF")));
     }

@@ -74,15 +74,7 @@ pub struct EventHeader {
 
 impl EventHeader {
     pub const fn zeroed() -> Self {
-        Self {
-            kind: 0,
-            hook_form: 0,
-            pid: 0,
-            tid: 0,
-            timestamp_ns: 0,
-            cgroup_id: 0,
-            comm: [0; COMM_LEN],
-        }
+        Self { kind: 0, hook_form: 0, pid: 0, tid: 0, timestamp_ns: 0, cgroup_id: 0, comm: [0; COMM_LEN] }
     }
 }
 

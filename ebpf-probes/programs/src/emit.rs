@@ -5,8 +5,8 @@ use aya_ebpf::{
     EbpfContext,
     bindings::BPF_F_CURRENT_CPU,
     helpers::{
-        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-        bpf_ktime_get_ns, generated::bpf_perf_event_output,
+        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns,
+        generated::bpf_perf_event_output,
     },
     macros::map,
     maps::{PerCpuArray, PerfEventArray},
@@ -17,8 +17,7 @@ use kscope_common::{EventHeader, counter_slot};
 static EVENTS: PerfEventArray<u8> = PerfEventArray::new(0);
 
 #[map(name = "EVENTS_EMITTED")]
-static EVENTS_EMITTED: PerCpuArray<u64> =
-    PerCpuArray::with_max_entries(counter_slot::COUNT, 0);
+static EVENTS_EMITTED: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter_slot::COUNT, 0);
 
 #[inline(always)]
 pub fn count(slot: u32) {

@@ -13,8 +13,7 @@ use aya_ebpf::{
     programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext, TracePointContext},
 };
 use kscope_common::{
-    EventKind, FILENAME_LEN, HookFormId, OFFSET_MISSING, ProcessExecEvent, ProcessExitEvent,
-    counter_slot,
+    EventKind, FILENAME_LEN, HookFormId, OFFSET_MISSING, ProcessExecEvent, ProcessExitEvent, counter_slot,
 };
 
 use crate::{

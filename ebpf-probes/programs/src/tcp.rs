@@ -18,8 +18,8 @@ use aya_ebpf::{
     programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext, TracePointContext},
 };
 use kscope_common::{
-    AF_INET, AF_INET6, EventHeader, EventKind, HookFormId, IPPROTO_TCP, OFFSET_MISSING, TcpEvent,
-    TcpRole, counter_slot, tcp_state,
+    AF_INET, AF_INET6, EventHeader, EventKind, HookFormId, IPPROTO_TCP, OFFSET_MISSING, TcpEvent, TcpRole,
+    counter_slot, tcp_state,
 };
 
 use crate::{
@@ -149,12 +149,7 @@ fn emit<C: EbpfContext>(
 #[inline(always)]
 fn on_connect(sk: u64, form: HookFormId) {
     let owner = current_header(EventKind::TcpConnect as u32, form as u32);
-    let conn = Connection {
-        started_ns: owner.timestamp_ns,
-        owner,
-        role: TcpRole::Client as u32,
-        established: 0,
-    };
+    let conn = Connection { started_ns: owner.timestamp_ns, owner, role: TcpRole::Client as u32, established: 0 };
     if CONNECTIONS.insert(sk, conn, 0).is_err() {
         count(counter_slot::TCP_TABLE_FULL);
     }
@@ -162,14 +157,7 @@ fn on_connect(sk: u64, form: HookFormId) {
 
 /// Every TCP state change, whichever form saw it.
 #[inline(always)]
-fn on_state_change<C: EbpfContext>(
-    ctx: &C,
-    form: HookFormId,
-    sk: u64,
-    old: i32,
-    new: i32,
-    ends: EndpointSource<'_>,
-) {
+fn on_state_change<C: EbpfContext>(ctx: &C, form: HookFormId, sk: u64, old: i32, new: i32, ends: EndpointSource<'_>) {
     if new == tcp_state::ESTABLISHED && old == tcp_state::SYN_SENT {
         let Some(conn) = CONNECTIONS.get_ptr_mut(sk) else {
             return;
@@ -186,12 +174,7 @@ fn on_state_change<C: EbpfContext>(
         // fills it in.
         let mut owner = EventHeader::zeroed();
         owner.timestamp_ns = unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() };
-        let conn = Connection {
-            started_ns: owner.timestamp_ns,
-            owner,
-            role: TcpRole::Server as u32,
-            established: 1,
-        };
+        let conn = Connection { started_ns: owner.timestamp_ns, owner, role: TcpRole::Server as u32, established: 1 };
         if CONNECTIONS.insert(sk, conn, 0).is_err() {
             count(counter_slot::TCP_TABLE_FULL);
         }
@@ -225,10 +208,8 @@ fn on_close<C: EbpfContext>(ctx: &C, form: HookFormId, sk: u64, old: i32, ends: 
     // number of it. States from which only a received FIN leads to CLOSE
     // tell that it is in there; FIN_WAIT2 ends by the peer's FIN (TIME_WAIT)
     // unless its timer runs out first, where this undercounts by one.
-    let fin_received = matches!(
-        old,
-        tcp_state::FIN_WAIT2 | tcp_state::CLOSE_WAIT | tcp_state::LAST_ACK | tcp_state::CLOSING
-    );
+    let fin_received =
+        matches!(old, tcp_state::FIN_WAIT2 | tcp_state::CLOSE_WAIT | tcp_state::LAST_ACK | tcp_state::CLOSING);
     let received = kernel::read::<u64>(sk, offset!(tcp_bytes_received)).unwrap_or(0);
     let bytes = (
         kernel::read::<u64>(sk, offset!(tcp_bytes_sent)).unwrap_or(0),
