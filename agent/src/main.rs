@@ -111,11 +111,12 @@ fn main() -> ExitCode {
     }
 }
 
-/// Attaches each sensor as `run` would (so fentry's load-time refusal is
-/// seen), reports, and detaches.
+/// Loads and attaches every form of every sensor, as `run` would (so
+/// fentry's load-time refusal is seen), reports which work, and detaches
+/// all of them on exit.
 fn probe(format: OutputFormat) -> anyhow::Result<()> {
     let mut prepared = run::prepare()?;
-    let choices = run::attach_sensors(&mut prepared, None);
+    let choices = run::attach_sensors(&mut prepared, None, sensors::Search::EveryForm);
     let mut out = std::io::stdout().lock();
     match format {
         OutputFormat::Console => {

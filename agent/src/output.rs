@@ -246,6 +246,12 @@ pub fn choice_lines(choices: &[SensorChoice]) -> Vec<String> {
         if let Some(d) = &c.degraded {
             lines.push(format!("         degraded: {d}"));
         }
+        for f in &c.fallbacks {
+            match &f.unavailable {
+                None => lines.push(format!("         fallback {}: available", f.form)),
+                Some(reason) => lines.push(format!("         fallback {}: unavailable: {reason}", f.form)),
+            }
+        }
     }
     lines
 }

@@ -10,7 +10,7 @@ use std::{
 use anyhow::{Context as _, bail};
 use aya::{
     Ebpf,
-    maps::{MapData, PerCpuArray, perf::PerfEventArray},
+    maps::PerCpuArray,
     sys::{Stats, enable_stats},
 };
 use kscope_common::names;
@@ -22,7 +22,7 @@ use crate::{
     loader,
     output::{self, Clock, OutputFormat, StatsRecord},
     preflight,
-    sensors::{self, HookForm, SENSORS, SensorChoice},
+    sensors::{self, HookForm, SENSORS, Search, SensorChoice},
     stats::{LossLedger, ProgramStats, SensorCounts},
     transport,
 };
@@ -55,10 +55,12 @@ pub fn prepare() -> anyhow::Result<Prepared> {
 }
 
 /// Each sensor on the best form that attaches (or only `forced`).
-pub fn attach_sensors(prepared: &mut Prepared, forced: Option<HookForm>) -> Vec<SensorChoice> {
+pub fn attach_sensors(prepared: &mut Prepared, forced: Option<HookForm>, search: Search) -> Vec<SensorChoice> {
     let btf = aya::Btf::from_sys_fs().ok();
     let ebpf = &mut prepared.ebpf;
-    sensors::choose_and_attach(&prepared.features, forced, |form| sensors::attach_form(ebpf, btf.as_ref(), form))
+    sensors::choose_and_attach(&prepared.features, forced, search, |form| {
+        sensors::attach_form(ebpf, btf.as_ref(), form)
+    })
 }
 
 pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
@@ -71,10 +73,12 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let cpus = aya::util::online_cpus().map_err(|(what, err)| anyhow::anyhow!("{what}: {err}"))?;
     let possible = aya::util::nr_cpus().map_err(|(what, err)| anyhow::anyhow!("{what}: {err}"))?;
     let ledger = Arc::new(LossLedger::new(cpus.len()));
-    let array: PerfEventArray<MapData> =
-        prepared.ebpf.take_map(names::EVENTS).context("the eBPF object has no EVENTS map")?.try_into()?;
+    let events_map = match prepared.ebpf.take_map(names::EVENTS) {
+        Some(aya::maps::Map::PerfEventArray(data)) => data,
+        _ => bail!("the eBPF object has no EVENTS perf event array"),
+    };
     let (queue, events) = mpsc::channel(opts.queue_capacity);
-    let readers = transport::start(array, &cpus, opts.pages_per_cpu, Arc::clone(&ledger), queue)?;
+    let readers = transport::start(events_map, &cpus, opts.pages_per_cpu, Arc::clone(&ledger), queue)?;
 
     // Kept open for the run: the kernel counts program run time only while
     // some process holds this fd (or kernel.bpf_stats_enabled is 1).
@@ -82,7 +86,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let bpf_stats_enabled = stats_fd.is_some()
         || std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled").is_ok_and(|s| s.trim() == "1");
 
-    let choices = attach_sensors(&mut prepared, opts.hook_form);
+    let choices = attach_sensors(&mut prepared, opts.hook_form, Search::FirstThatWorks);
     let Prepared { mut ebpf, features } = prepared;
     report_choices(&choices, &features, opts.output)?;
     if choices.iter().all(|c| c.chosen.is_none()) {
@@ -112,8 +116,8 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         }
     }
 
-    // Detach first so no new events arrive, give the readers a moment to
-    // drain what is already in the buffers, then account for everything.
+    // Detach first so no new events arrive, let the readers drain what is
+    // already in the rings, then account for everything.
     let summary_programs = collect_stats("summary", &ebpf, &choices, &ledger, bpf_stats_enabled, started, possible);
     for choice in &choices {
         for name in &choice.programs {
@@ -122,13 +126,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             }
         }
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    for reader in &readers {
-        reader.abort();
-    }
-    for reader in readers {
-        let _ = reader.await;
-    }
+    readers.stop().await;
     let _ = writer.await;
     let mut summary = collect_stats("summary", &ebpf, &choices, &ledger, bpf_stats_enabled, started, possible);
     // Program costs as they were while attached.

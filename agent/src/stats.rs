@@ -16,6 +16,9 @@ pub struct LossLedger {
     pub lost_per_cpu: Vec<AtomicU64>,
     pub decoded: AtomicU64,
     pub decode_errors: AtomicU64,
+    /// Ring records with impossible headers; the rest of that drain is
+    /// skipped, so an unknown number of events went with each.
+    pub ring_errors: AtomicU64,
     pub queue_dropped: AtomicU64,
     pub written: AtomicU64,
 }
@@ -27,6 +30,7 @@ impl LossLedger {
             lost_per_cpu: (0..cpus).map(|_| AtomicU64::new(0)).collect(),
             decoded: AtomicU64::new(0),
             decode_errors: AtomicU64::new(0),
+            ring_errors: AtomicU64::new(0),
             queue_dropped: AtomicU64::new(0),
             written: AtomicU64::new(0),
         }
@@ -39,6 +43,7 @@ impl LossLedger {
             lost_per_cpu: load(&self.lost_per_cpu),
             decoded: self.decoded.load(Relaxed),
             decode_errors: self.decode_errors.load(Relaxed),
+            ring_errors: self.ring_errors.load(Relaxed),
             queue_dropped: self.queue_dropped.load(Relaxed),
             written: self.written.load(Relaxed),
         }
@@ -51,6 +56,7 @@ pub struct LedgerSnapshot {
     pub lost_per_cpu: Vec<u64>,
     pub decoded: u64,
     pub decode_errors: u64,
+    pub ring_errors: u64,
     pub queue_dropped: u64,
     pub written: u64,
 }

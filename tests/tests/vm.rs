@@ -185,11 +185,16 @@ fn run_kernel(label: &str) {
     if sections.len() != FORMS.len() {
         failures.push(format!("{} of {} forms ran; output:\n{}", sections.len(), FORMS.len(), run.output));
     }
-    // Without a forced form every sensor takes its first preference, kprobe.
+    // Without a forced form every sensor takes its first preference, kprobe,
+    // and probe finds fentry and tracepoint available behind it.
+    let fallbacks = serde_json::json!([
+        {"form": "fentry", "unavailable": null},
+        {"form": "tracepoint", "unavailable": null}
+    ]);
     match serde_json::from_str::<Value>(probe.trim()) {
         Ok(probe) => {
             for s in probe["sensors"].as_array().into_iter().flatten() {
-                if s["chosen"] != "kprobe" || !s["rejected"].as_array().is_some_and(Vec::is_empty) {
+                if s["chosen"] != "kprobe" || s["rejected"] != serde_json::json!([]) || s["fallbacks"] != fallbacks {
                     failures.push(format!("probe: {s}"));
                 }
             }

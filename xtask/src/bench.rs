@@ -91,7 +91,8 @@ pub fn bench(opts: &BenchOptions) -> anyhow::Result<()> {
             .with_context(|| format!("bench needs {tool} (apt-get install -y {package}, or `cargo xtask setup`)"))?;
     }
     let root = crate::workspace_root();
-    let kscope = existing_or_build(&root.join("target/release/kscope"), crate::build)?;
+    // Always through cargo: measuring a stale binary would report old code.
+    let kscope = crate::build()?;
     let phase = Duration::from_secs(opts.seconds);
     let clk_tck = clock_ticks_per_second()?;
     let scratch = ScratchDir::create()?;
@@ -128,10 +129,7 @@ pub fn bench(opts: &BenchOptions) -> anyhow::Result<()> {
         println!("bench: QEMU part skipped (--no-vm)");
         None
     } else {
-        let static_kscope = existing_or_build(
-            &root.join("target/static/x86_64-unknown-linux-gnu/release/kscope"),
-            crate::build_static,
-        )?;
+        let static_kscope = crate::build_static()?;
         Some(measure_vms(&root, &static_kscope)?)
     };
 
@@ -377,6 +375,24 @@ impl Workload {
 
     fn events_per_s(&self) -> Option<f64> {
         median(&self.measures().map(|(p, k)| events_per_s(k, p.load.wall)).collect::<Vec<_>>())
+    }
+
+    /// The sensor this workload exercises, and what one operation is.
+    fn operation(&self) -> (&'static str, &'static str) {
+        match self.load {
+            Load::Spawn { .. } => ("process", "spawn"),
+            _ => ("tcp", "connection"),
+        }
+    }
+
+    /// (max - min) / median of the baseline rates, in percent: how much the
+    /// machine's other work moved the figures.
+    fn baseline_spread_percent(&self) -> Option<f64> {
+        let rates = self.rates(&self.baseline);
+        let max = rates.iter().copied().reduce(f64::max)?;
+        let min = rates.iter().copied().reduce(f64::min)?;
+        let mid = median(&rates)?;
+        (mid > 0.0).then(|| 100.0 * (max - min) / mid)
     }
 
     /// Total BPF time of `sensor`'s programs per operation of this workload
@@ -1092,7 +1108,15 @@ impl Report {
         out += &format!(
             "\n1. Throughput without / with `kscope run --output json --stats-interval 1` (median of {REPS}, goal ratio >= 0.98)\n"
         );
-        let mut rows = vec![row(["workload", "unit", "baseline", "with kscope", "ratio", "samples base | with"])];
+        let mut rows = vec![row([
+            "workload",
+            "unit",
+            "baseline",
+            "with kscope",
+            "ratio",
+            "baseline spread",
+            "samples base | with",
+        ])];
         for w in &self.host.workloads {
             let fmt = |v: &[f64]| v.iter().map(|x| format!("{x:.0}")).collect::<Vec<_>>().join(" ");
             rows.push(row([
@@ -1101,10 +1125,15 @@ impl Report {
                 opt(median(&w.rates(&w.baseline)), 0),
                 opt(median(&w.rates(&w.with_kscope)), 0),
                 opt(w.ratio(), 3),
+                w.baseline_spread_percent().map_or("-".into(), |p| format!("{p:.0}%")),
                 format!("{} | {}", fmt(&w.rates(&w.baseline)), fmt(&w.rates(&w.with_kscope))),
             ]));
         }
         out += &table(&rows);
+        // A ratio smaller than the baseline's own spread says little.
+        if self.host.workloads.iter().any(|w| w.baseline_spread_percent().is_some_and(|p| p > 10.0)) {
+            out += "   note: baseline samples spread over 10%: the machine was busy with other work; rerun on a quiet machine\n";
+        }
         let errors: u64 = self
             .host
             .workloads
@@ -1198,10 +1227,7 @@ impl Report {
         }
         out += &indent(&table(&rows));
         for w in &self.host.workloads {
-            let (sensor, unit) = match w.load {
-                Load::Spawn { .. } => ("process", "spawn"),
-                _ => ("tcp", "connection"),
-            };
+            let (sensor, unit) = w.operation();
             out += &format!(
                 "     {sensor} sensor, all programs: {} BPF ns per {unit} ({})\n",
                 opt(w.bpf_ns_per_operation(sensor), 0),
@@ -1305,9 +1331,11 @@ impl Report {
                     "kscope_events_per_s_median": w.events_per_s(),
                     "kscope_cpu_percent_median": w.cpu_percent(),
                     "bpf_ns_per_operation": {
-                        "process_per_spawn": w.bpf_ns_per_operation("process"),
-                        "tcp_per_connection": w.bpf_ns_per_operation("tcp"),
+                        "sensor": w.operation().0,
+                        "per": w.operation().1,
+                        "ns": w.bpf_ns_per_operation(w.operation().0),
                     },
+                    "baseline_spread_percent": w.baseline_spread_percent(),
                     "baseline": w.baseline.iter().map(phase_json).collect::<Vec<_>>(),
                     "with_kscope": w.with_kscope.iter().map(phase_json).collect::<Vec<_>>(),
                 })
@@ -1420,16 +1448,6 @@ fn tail_lines(text: &str, lines: usize) -> String {
 
 /// The binary at `path`, built by `build` only if it is missing, so the
 /// bench measures what is already built unless there is nothing to measure.
-fn existing_or_build(path: &Path, build: fn() -> anyhow::Result<PathBuf>) -> anyhow::Result<PathBuf> {
-    if path.is_file() {
-        return Ok(path.to_path_buf());
-    }
-    println!("bench: {} is missing; building it", path.display());
-    let built = build()?;
-    ensure!(built.is_file(), "the build did not produce {}", built.display());
-    Ok(built)
-}
-
 /// How long ago the binary was built, so a stale binary shows in the report.
 fn binary_age(path: &Path) -> String {
     fs::metadata(path)

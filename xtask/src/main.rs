@@ -1,6 +1,7 @@
 //! `cargo xtask <command>`: one entry point for setting up a fresh machine,
 //! building, running and testing kscope.
 
+mod bench;
 mod setup;
 
 use std::{
@@ -35,6 +36,9 @@ enum Cmd {
         #[arg(long)]
         no_vm: bool,
     },
+    /// Measure kscope's cost: throughput with and without it, CPU per event,
+    /// zero-loss rate, ns per hit per hook form (host and QEMU kernels).
+    Bench(bench::BenchOptions),
 }
 
 fn main() -> ExitCode {
@@ -44,6 +48,7 @@ fn main() -> ExitCode {
         Cmd::Build => build().map(|_| ()),
         Cmd::Run { args } => run(&args),
         Cmd::Test { no_vm } => test(no_vm),
+        Cmd::Bench(opts) => bench::bench(&opts),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

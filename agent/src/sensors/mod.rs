@@ -152,6 +152,17 @@ pub struct SensorChoice {
     pub hooks: Vec<String>,
     /// What the chosen form lacks on this kernel, if anything.
     pub degraded: Option<String>,
+    /// Forms after the chosen one and whether they would work (filled only
+    /// by [`Search::EveryForm`]).
+    pub fallbacks: Vec<Fallback>,
+}
+
+/// A form the sensor could fall back to.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Fallback {
+    pub form: HookForm,
+    /// `None` when it loaded and attached; else why not.
+    pub unavailable: Option<String>,
 }
 
 /// Checks a form against the kernel's features without touching the kernel:
@@ -189,54 +200,69 @@ pub fn precheck(form: &FormSpec, features: &KernelFeatures) -> Result<(), String
     Ok(())
 }
 
-/// Loads and attaches sensors into `ebpf`. `forced` limits every sensor to
-/// one form (`--hook-form`). `attach` is the side that touches the kernel,
-/// separated so the choice can be tested without it.
+/// How far [`choose_and_attach`] looks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Search {
+    /// Stop at the first form that attaches (what `run` does).
+    FirstThatWorks,
+    /// Also try every form after the chosen one, to report which would work
+    /// as fallbacks (what `probe` does).
+    EveryForm,
+}
+
+/// Loads and attaches sensors. `forced` limits every sensor to one form
+/// (`--hook-form`). `attach` is the side that touches the kernel, separated
+/// so the choice can be tested without it.
 pub fn choose_and_attach(
     features: &KernelFeatures,
     forced: Option<HookForm>,
+    search: Search,
     mut attach: impl FnMut(&FormSpec) -> Result<Vec<String>, String>,
 ) -> Vec<SensorChoice> {
     SENSORS
         .iter()
         .map(|sensor| {
-            let mut rejected = Vec::new();
+            let mut choice = SensorChoice {
+                sensor: sensor.name,
+                description: sensor.description,
+                chosen: None,
+                rejected: Vec::new(),
+                programs: Vec::new(),
+                hooks: Vec::new(),
+                degraded: None,
+                fallbacks: Vec::new(),
+            };
             for form in sensor.forms {
                 if forced.is_some_and(|f| f != form.form) {
                     continue;
                 }
+                if choice.chosen.is_some() && search == Search::FirstThatWorks {
+                    break;
+                }
                 let outcome = precheck(form, features).and_then(|()| attach(form));
-                match outcome {
-                    Ok(programs) => {
-                        let degraded = (features.btf.is_err() && !form.without_btf.is_empty())
+                match (outcome, choice.chosen) {
+                    (Ok(programs), None) => {
+                        choice.chosen = Some(form.form);
+                        choice.programs = programs;
+                        choice.hooks = form.programs.iter().map(|p| p.attach.to_string()).collect();
+                        choice.degraded = (features.btf.is_err() && !form.without_btf.is_empty())
                             .then(|| form.without_btf.to_owned());
-                        return SensorChoice {
-                            sensor: sensor.name,
-                            description: sensor.description,
-                            chosen: Some(form.form),
-                            rejected,
-                            programs,
-                            hooks: form.programs.iter().map(|p| p.attach.to_string()).collect(),
-                            degraded,
-                        };
                     }
-                    Err(reason) => rejected.push(Rejection { form: form.form, reason }),
+                    (Err(reason), None) => choice.rejected.push(Rejection { form: form.form, reason }),
+                    (Ok(_), Some(_)) => choice.fallbacks.push(Fallback { form: form.form, unavailable: None }),
+                    (Err(reason), Some(_)) => {
+                        choice.fallbacks.push(Fallback { form: form.form, unavailable: Some(reason) });
+                    }
                 }
             }
             if let Some(forced) = forced
                 && !sensor.forms.iter().any(|f| f.form == forced)
             {
-                rejected.push(Rejection { form: forced, reason: format!("{} has no {forced} form", sensor.name) });
+                choice
+                    .rejected
+                    .push(Rejection { form: forced, reason: format!("{} has no {forced} form", sensor.name) });
             }
-            SensorChoice {
-                sensor: sensor.name,
-                description: sensor.description,
-                chosen: None,
-                rejected,
-                programs: Vec::new(),
-                hooks: Vec::new(),
-                degraded: None,
-            }
+            choice
         })
         .collect()
 }

@@ -23,7 +23,10 @@ fn full_kernel() -> KernelFeatures {
 }
 
 fn choices(features: &KernelFeatures, forced: Option<HookForm>) -> Vec<(Option<HookForm>, Vec<Rejection>)> {
-    choose_and_attach(features, forced, |_| Ok(Vec::new())).into_iter().map(|c| (c.chosen, c.rejected)).collect()
+    choose_and_attach(features, forced, Search::FirstThatWorks, |_| Ok(Vec::new()))
+        .into_iter()
+        .map(|c| (c.chosen, c.rejected))
+        .collect()
 }
 
 #[test]
@@ -39,7 +42,7 @@ fn kernel_without_kprobes_and_fentry_falls_back_to_tracepoints() {
     // This machine: CONFIG_KPROBES off, fentry refused at load.
     let mut features = full_kernel();
     features.kprobes = Err("CONFIG_KPROBES not set".into());
-    let result = choose_and_attach(&features, None, |form| match form.form {
+    let result = choose_and_attach(&features, None, Search::FirstThatWorks, |form| match form.form {
         HookForm::Fentry => Err("fexit:bprm_execve: EPERM from BPF_PROG_LOAD".into()),
         _ => Ok(vec!["p".into()]),
     });
@@ -74,7 +77,7 @@ fn no_btf_leaves_tracepoints_degraded() {
     features.btf = Err("no kernel BTF".into());
     features.btf_functions = BTreeSet::new();
     features.offset_errors = vec!["no kernel BTF".into()];
-    let result = choose_and_attach(&features, None, |_| Ok(Vec::new()));
+    let result = choose_and_attach(&features, None, Search::FirstThatWorks, |_| Ok(Vec::new()));
     for choice in &result {
         assert_eq!(choice.chosen, Some(HookForm::Tracepoint));
         assert_eq!(
@@ -90,7 +93,7 @@ fn forced_form_is_the_only_one_tried() {
     let mut features = full_kernel();
     features.tracefs = Err("tracefs is not mounted".into());
     let mut tried = Vec::new();
-    let result = choose_and_attach(&features, Some(HookForm::Tracepoint), |form| {
+    let result = choose_and_attach(&features, Some(HookForm::Tracepoint), Search::FirstThatWorks, |form| {
         tried.push(form.form);
         Ok(Vec::new())
     });
@@ -107,7 +110,7 @@ fn forced_form_is_the_only_one_tried() {
 #[test]
 fn attach_failure_moves_on_to_the_next_form() {
     let features = full_kernel();
-    let result = choose_and_attach(&features, None, |form| match form.form {
+    let result = choose_and_attach(&features, None, Search::FirstThatWorks, |form| match form.form {
         HookForm::Kprobe => Err("kprobe:tcp_connect: EINVAL from perf_event_open".into()),
         _ => Ok(Vec::new()),
     });
@@ -122,4 +125,36 @@ fn wanted_lists_every_hook_once() {
     }
     assert!(wanted.tracepoints.contains(&("sock".to_owned(), "inet_sock_set_state".to_owned())));
     assert_eq!(wanted.tracepoints.len(), 5);
+}
+
+#[test]
+fn probe_reports_every_fallback() {
+    let features = full_kernel();
+    let result = choose_and_attach(&features, None, Search::EveryForm, |form| match form.form {
+        HookForm::Fentry => Err("fentry:tcp_connect: EPERM from BPF_PROG_LOAD".into()),
+        _ => Ok(Vec::new()),
+    });
+    for choice in result {
+        assert_eq!(choice.chosen, Some(HookForm::Kprobe));
+        assert_eq!(
+            choice.fallbacks,
+            vec![
+                Fallback {
+                    form: HookForm::Fentry,
+                    unavailable: Some("fentry:tcp_connect: EPERM from BPF_PROG_LOAD".into())
+                },
+                Fallback { form: HookForm::Tracepoint, unavailable: None },
+            ]
+        );
+    }
+}
+
+#[test]
+fn run_stops_at_the_first_form_that_works() {
+    let mut tried = Vec::new();
+    choose_and_attach(&full_kernel(), None, Search::FirstThatWorks, |form| {
+        tried.push(form.form);
+        Ok(Vec::new())
+    });
+    assert_eq!(tried, vec![HookForm::Kprobe, HookForm::Kprobe]);
 }
