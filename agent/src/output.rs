@@ -2,8 +2,10 @@
 //! or JSON lines with stable field names (documented in the README).
 
 use std::{
+    hash::{BuildHasher, RandomState},
     io::Write,
     net::IpAddr,
+    sync::OnceLock,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -45,6 +47,14 @@ impl Clock {
     pub fn unix_nanos(&self, monotonic_ns: u64) -> u64 {
         u64::try_from(i128::from(monotonic_ns) + self.realtime_minus_monotonic_ns).unwrap_or(0)
     }
+}
+
+/// The kernel's socket address would hand every reader of kscope's output
+/// a kernel pointer (defeating KASLR); a keyed hash, with a key drawn once
+/// per run, joins a connection's records just as well.
+pub fn sock_token(kernel_address: u64) -> String {
+    static KEY: OnceLock<RandomState> = OnceLock::new();
+    format!("{:016x}", KEY.get_or_init(RandomState::new).hash_one(kernel_address))
 }
 
 fn hook_form(id: HookFormId) -> &'static str {
@@ -104,7 +114,7 @@ pub fn event_json(event: &Event, clock: &Clock) -> Value {
             map.insert("lifetime_ns".into(), json!(e.lifetime_ns));
         }
         Event::Tcp(t) => {
-            map.insert("sock_id".into(), json!(format!("{:#x}", t.sock_id)));
+            map.insert("sock_id".into(), json!(sock_token(t.sock_id)));
             map.insert("role".into(), json!(role(t.role)));
             map.insert("local_addr".into(), json!(t.local.0.to_string()));
             map.insert("local_port".into(), json!(t.local.1));
@@ -280,11 +290,20 @@ mod tests {
             json!({
                 "type": "tcp.close", "time_unix_nano": 1_700_000_000_000_001_000u64,
                 "hook_form": "tracepoint", "pid": 4242, "tid": 4243, "comm": "curl", "cgroup_id": 77,
-                "sock_id": "0xffff888000001000", "role": "client",
+                "sock_id": sock_token(0xffff_8880_0000_1000), "role": "client",
                 "local_addr": "127.0.0.1", "local_port": 40000, "remote_addr": "127.0.0.1", "remote_port": 8080,
                 "bytes_sent": 78, "bytes_received": 600, "duration_ns": 5_000_000, "never_established": false
             })
         );
+    }
+
+    #[test]
+    fn sock_ids_join_records_without_showing_kernel_addresses() {
+        let token = sock_token(0xffff_8880_0000_1000);
+        assert_eq!(token, sock_token(0xffff_8880_0000_1000));
+        assert_ne!(token, sock_token(0xffff_8880_0000_1040));
+        assert_eq!(token.len(), 16);
+        assert!(!token.contains("ffff8880"), "{token}");
     }
 
     #[test]

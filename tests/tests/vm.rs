@@ -185,16 +185,23 @@ fn run_kernel(label: &str) {
     if sections.len() != FORMS.len() {
         failures.push(format!("{} of {} forms ran; output:\n{}", sections.len(), FORMS.len(), run.output));
     }
-    // Without a forced form every sensor takes its first preference, kprobe,
-    // and probe finds fentry and tracepoint available behind it.
-    let fallbacks = serde_json::json!([
-        {"form": "fentry", "unavailable": null},
-        {"form": "tracepoint", "unavailable": null}
-    ]);
+    // Without a forced form every sensor takes its first preference, fentry
+    // (the cheapest in `cargo xtask bench`), and probe finds both other forms
+    // available behind it, in each sensor's own order.
+    let available = |forms: [&str; 2]| serde_json::json!([{"form": forms[0], "unavailable": null}, {"form": forms[1], "unavailable": null}]);
+    let expected = [("process", available(["tracepoint", "kprobe"])), ("tcp", available(["kprobe", "tracepoint"]))];
     match serde_json::from_str::<Value>(probe.trim()) {
         Ok(probe) => {
-            for s in probe["sensors"].as_array().into_iter().flatten() {
-                if s["chosen"] != "kprobe" || s["rejected"] != serde_json::json!([]) || s["fallbacks"] != fallbacks {
+            let sensors = probe["sensors"].as_array().cloned().unwrap_or_default();
+            if sensors.len() != expected.len() {
+                failures.push(format!("probe lists {} sensors: {probe}", sensors.len()));
+            }
+            for (s, (name, fallbacks)) in sensors.iter().zip(&expected) {
+                if s["sensor"] != *name
+                    || s["chosen"] != "fentry"
+                    || s["rejected"] != serde_json::json!([])
+                    || s["fallbacks"] != *fallbacks
+                {
                     failures.push(format!("probe: {s}"));
                 }
             }

@@ -31,10 +31,19 @@ fn choices(features: &KernelFeatures, forced: Option<HookForm>) -> Vec<(Option<H
 
 #[test]
 fn every_sensor_takes_its_first_form_when_all_work() {
-    for (chosen, rejected) in choices(&full_kernel(), None) {
-        assert_eq!(chosen, Some(HookForm::Kprobe));
+    let result = choices(&full_kernel(), None);
+    for (sensor, (chosen, rejected)) in SENSORS.iter().zip(result) {
+        assert_eq!(chosen, Some(sensor.forms[0].form), "{}", sensor.name);
         assert!(rejected.is_empty());
     }
+}
+
+/// The order `cargo xtask bench` measured (see each sensor's doc comment).
+#[test]
+fn preference_orders_are_the_measured_ones() {
+    let order = |s: &SensorSpec| s.forms.iter().map(|f| f.form).collect::<Vec<_>>();
+    assert_eq!(order(&process::SENSOR), vec![HookForm::Fentry, HookForm::Tracepoint, HookForm::Kprobe]);
+    assert_eq!(order(&tcp::SENSOR), vec![HookForm::Fentry, HookForm::Kprobe, HookForm::Tracepoint]);
 }
 
 #[test]
@@ -47,28 +56,26 @@ fn kernel_without_kprobes_and_fentry_falls_back_to_tracepoints() {
         _ => Ok(vec!["p".into()]),
     });
     assert_eq!(result.len(), SENSORS.len());
-    for choice in result {
+    let fentry = Rejection { form: HookForm::Fentry, reason: "fexit:bprm_execve: EPERM from BPF_PROG_LOAD".into() };
+    let kprobe = Rejection { form: HookForm::Kprobe, reason: "CONFIG_KPROBES not set".into() };
+    for choice in &result {
         assert_eq!(choice.chosen, Some(HookForm::Tracepoint), "{}", choice.sensor);
-        assert_eq!(
-            choice.rejected,
-            vec![
-                Rejection { form: HookForm::Kprobe, reason: "CONFIG_KPROBES not set".into() },
-                Rejection { form: HookForm::Fentry, reason: "fexit:bprm_execve: EPERM from BPF_PROG_LOAD".into() },
-            ]
-        );
         assert_eq!(choice.programs, vec!["p".to_owned()]);
     }
+    // process prefers tracepoint to kprobe, so kprobe is never tried there.
+    assert_eq!(result[0].rejected, vec![fentry.clone()]);
+    assert_eq!(result[1].rejected, vec![fentry, kprobe]);
 }
 
 #[test]
 fn a_missing_function_rejects_only_the_sensor_that_needs_it() {
     let mut features = full_kernel();
-    features.kallsyms_functions.remove("bprm_execve");
+    features.btf_functions.remove("inet_csk_accept");
     let result = choices(&features, None);
-    let process = &result[0];
-    assert_eq!(process.0, Some(HookForm::Fentry));
-    assert_eq!(process.1[0].reason, "bprm_execve is not in /proc/kallsyms (inlined or absent)");
-    assert_eq!(result[1].0, Some(HookForm::Kprobe));
+    assert_eq!(result[0], (Some(HookForm::Fentry), vec![]));
+    let tcp = &result[1];
+    assert_eq!(tcp.0, Some(HookForm::Kprobe));
+    assert_eq!(tcp.1[0].reason, "inet_csk_accept is not a function in the kernel's BTF");
 }
 
 #[test]
@@ -78,12 +85,14 @@ fn no_btf_leaves_tracepoints_degraded() {
     features.btf_functions = BTreeSet::new();
     features.offset_errors = vec!["no kernel BTF".into()];
     let result = choose_and_attach(&features, None, Search::FirstThatWorks, |_| Ok(Vec::new()));
+    let reasons = |i: usize| result[i].rejected.iter().map(|r| r.reason.as_str()).collect::<Vec<_>>();
+    assert_eq!(reasons(0), vec!["fentry needs kernel BTF: no kernel BTF"]);
+    assert_eq!(
+        reasons(1),
+        vec!["fentry needs kernel BTF: no kernel BTF", "needs kernel struct offsets from BTF: no kernel BTF"]
+    );
     for choice in &result {
         assert_eq!(choice.chosen, Some(HookForm::Tracepoint));
-        assert_eq!(
-            choice.rejected.iter().map(|r| r.reason.as_str()).collect::<Vec<_>>(),
-            vec!["needs kernel struct offsets from BTF: no kernel BTF", "fentry needs kernel BTF: no kernel BTF"]
-        );
         assert!(choice.degraded.as_deref().is_some_and(|d| d.starts_with("without kernel BTF")));
     }
 }
@@ -111,10 +120,12 @@ fn forced_form_is_the_only_one_tried() {
 fn attach_failure_moves_on_to_the_next_form() {
     let features = full_kernel();
     let result = choose_and_attach(&features, None, Search::FirstThatWorks, |form| match form.form {
-        HookForm::Kprobe => Err("kprobe:tcp_connect: EINVAL from perf_event_open".into()),
+        HookForm::Fentry => Err("fentry:tcp_connect: EPERM from BPF_PROG_LOAD".into()),
         _ => Ok(Vec::new()),
     });
-    assert!(result.iter().all(|c| c.chosen == Some(HookForm::Fentry)));
+    // Each sensor moves to its own second choice.
+    assert_eq!(result[0].chosen, Some(HookForm::Tracepoint));
+    assert_eq!(result[1].chosen, Some(HookForm::Kprobe));
 }
 
 #[test]
@@ -131,22 +142,19 @@ fn wanted_lists_every_hook_once() {
 fn probe_reports_every_fallback() {
     let features = full_kernel();
     let result = choose_and_attach(&features, None, Search::EveryForm, |form| match form.form {
-        HookForm::Fentry => Err("fentry:tcp_connect: EPERM from BPF_PROG_LOAD".into()),
+        HookForm::Kprobe => Err("kprobe:tcp_connect: EINVAL from perf_event_open".into()),
         _ => Ok(Vec::new()),
     });
-    for choice in result {
-        assert_eq!(choice.chosen, Some(HookForm::Kprobe));
-        assert_eq!(
-            choice.fallbacks,
-            vec![
-                Fallback {
-                    form: HookForm::Fentry,
-                    unavailable: Some("fentry:tcp_connect: EPERM from BPF_PROG_LOAD".into())
-                },
-                Fallback { form: HookForm::Tracepoint, unavailable: None },
-            ]
-        );
+    let kprobe_failed = Fallback {
+        form: HookForm::Kprobe,
+        unavailable: Some("kprobe:tcp_connect: EINVAL from perf_event_open".into()),
+    };
+    let tracepoint = Fallback { form: HookForm::Tracepoint, unavailable: None };
+    for choice in &result {
+        assert_eq!(choice.chosen, Some(HookForm::Fentry));
     }
+    assert_eq!(result[0].fallbacks, vec![tracepoint.clone(), kprobe_failed.clone()]);
+    assert_eq!(result[1].fallbacks, vec![kprobe_failed, tracepoint]);
 }
 
 #[test]
@@ -156,5 +164,5 @@ fn run_stops_at_the_first_form_that_works() {
         tried.push(form.form);
         Ok(Vec::new())
     });
-    assert_eq!(tried, vec![HookForm::Kprobe, HookForm::Kprobe]);
+    assert_eq!(tried, vec![HookForm::Fentry, HookForm::Fentry]);
 }
