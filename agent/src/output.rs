@@ -11,10 +11,11 @@ use std::{
 
 use kscope_common::{HookFormId, TcpRole};
 use serde::Serialize;
+#[cfg(test)]
 use serde_json::{Value, json};
 
 use crate::{
-    decode::{Event, Origin, TcpStep},
+    decode::{Event, TcpStep},
     sensors::SensorChoice,
     stats::{LedgerSnapshot, ProgramStats, SensorCounts},
 };
@@ -80,55 +81,103 @@ fn step(step: TcpStep) -> &'static str {
     }
 }
 
-fn origin_fields(origin: &Origin, clock: &Clock) -> serde_json::Map<String, Value> {
-    let mut map = serde_json::Map::new();
-    map.insert("time_unix_nano".into(), json!(clock.unix_nanos(origin.timestamp_ns)));
-    map.insert("hook_form".into(), json!(hook_form(origin.hook_form)));
-    map.insert("pid".into(), json!(origin.pid));
-    map.insert("tid".into(), json!(origin.tid));
-    map.insert("comm".into(), json!(origin.comm));
-    map.insert("cgroup_id".into(), json!(origin.cgroup_id));
-    map
+/// One event as a JSON record; field names are part of kscope's interface
+/// (README, "JSON output"). Serialized straight from borrowed fields: no
+/// intermediate map per event.
+#[derive(Serialize)]
+struct EventRecord<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    time_unix_nano: u64,
+    hook_form: &'static str,
+    pid: u32,
+    tid: u32,
+    comm: &'a str,
+    cgroup_id: u64,
+    #[serde(flatten)]
+    detail: Detail<'a>,
 }
 
-/// The JSON record of one event; field names are part of kscope's interface.
-pub fn event_json(event: &Event, clock: &Clock) -> Value {
-    let mut map = serde_json::Map::new();
-    let kind = match event {
-        Event::Exec(_) => "process.exec",
-        Event::Exit(_) => "process.exit",
-        Event::Tcp(t) => step(t.step),
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Detail<'a> {
+    Exec { ppid: u32, filename: &'a str, filename_truncated: bool },
+    Exit { ppid: u32, exit_code: Option<u8>, signal: Option<u8>, lifetime_ns: u64 },
+    Tcp(TcpDetail),
+}
+
+#[derive(Serialize)]
+struct TcpDetail {
+    sock_id: String,
+    role: Option<&'static str>,
+    local_addr: IpAddr,
+    local_port: u16,
+    remote_addr: IpAddr,
+    remote_port: u16,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    close: Option<CloseDetail>,
+}
+
+#[derive(Serialize)]
+struct CloseDetail {
+    bytes_sent: u64,
+    bytes_received: u64,
+    duration_ns: u64,
+    never_established: bool,
+}
+
+fn record<'a>(event: &'a Event, clock: &Clock) -> EventRecord<'a> {
+    let o = event.origin();
+    let (kind, detail) = match event {
+        Event::Exec(e) => (
+            "process.exec",
+            Detail::Exec { ppid: e.ppid, filename: &e.filename, filename_truncated: e.filename_truncated },
+        ),
+        Event::Exit(e) => (
+            "process.exit",
+            Detail::Exit { ppid: e.ppid, exit_code: e.exit_code, signal: e.signal, lifetime_ns: e.lifetime_ns },
+        ),
+        Event::Tcp(t) => (
+            step(t.step),
+            Detail::Tcp(TcpDetail {
+                sock_id: sock_token(t.sock_id),
+                role: role(t.role),
+                local_addr: t.local.0,
+                local_port: t.local.1,
+                remote_addr: t.remote.0,
+                remote_port: t.remote.1,
+                close: (t.step == TcpStep::Close).then_some(CloseDetail {
+                    bytes_sent: t.bytes_sent,
+                    bytes_received: t.bytes_received,
+                    duration_ns: t.duration_ns,
+                    never_established: t.never_established,
+                }),
+            }),
+        ),
     };
-    map.insert("type".into(), json!(kind));
-    map.extend(origin_fields(event.origin(), clock));
-    match event {
-        Event::Exec(e) => {
-            map.insert("ppid".into(), json!(e.ppid));
-            map.insert("filename".into(), json!(e.filename));
-            map.insert("filename_truncated".into(), json!(e.filename_truncated));
-        }
-        Event::Exit(e) => {
-            map.insert("ppid".into(), json!(e.ppid));
-            map.insert("exit_code".into(), json!(e.exit_code));
-            map.insert("signal".into(), json!(e.signal));
-            map.insert("lifetime_ns".into(), json!(e.lifetime_ns));
-        }
-        Event::Tcp(t) => {
-            map.insert("sock_id".into(), json!(sock_token(t.sock_id)));
-            map.insert("role".into(), json!(role(t.role)));
-            map.insert("local_addr".into(), json!(t.local.0.to_string()));
-            map.insert("local_port".into(), json!(t.local.1));
-            map.insert("remote_addr".into(), json!(t.remote.0.to_string()));
-            map.insert("remote_port".into(), json!(t.remote.1));
-            if t.step == TcpStep::Close {
-                map.insert("bytes_sent".into(), json!(t.bytes_sent));
-                map.insert("bytes_received".into(), json!(t.bytes_received));
-                map.insert("duration_ns".into(), json!(t.duration_ns));
-                map.insert("never_established".into(), json!(t.never_established));
-            }
-        }
+    EventRecord {
+        kind,
+        time_unix_nano: clock.unix_nanos(o.timestamp_ns),
+        hook_form: hook_form(o.hook_form),
+        pid: o.pid,
+        tid: o.tid,
+        comm: &o.comm,
+        cgroup_id: o.cgroup_id,
+        detail,
     }
-    Value::Object(map)
+}
+
+/// Appends one event's JSON record (no newline) to `out`.
+pub fn write_event_json(out: &mut Vec<u8>, event: &Event, clock: &Clock) {
+    // Serializing plain structs of numbers and strings into a Vec cannot fail.
+    let _ = serde_json::to_writer(out, &record(event, clock));
+}
+
+#[cfg(test)]
+pub fn event_json(event: &Event, clock: &Clock) -> Value {
+    let mut out = Vec::new();
+    write_event_json(&mut out, event, clock);
+    serde_json::from_slice(&out).unwrap_or(Value::Null)
 }
 
 fn endpoint(addr: &(IpAddr, u16)) -> String {

@@ -250,20 +250,20 @@ fn collect_stats(
 }
 
 async fn write_events(mut events: mpsc::Receiver<Event>, format: OutputFormat, clock: Clock, ledger: Arc<LossLedger>) {
-    let mut text = String::new();
+    let mut text: Vec<u8> = Vec::new();
     let mut batch = Vec::with_capacity(256);
     while events.recv_many(&mut batch, 256).await > 0 {
         text.clear();
+        let lines = batch.len() as u64;
         for event in batch.drain(..) {
             match format {
-                OutputFormat::Console => text.push_str(&output::event_line(&event, &clock)),
-                OutputFormat::Json => text.push_str(&output::event_json(&event, &clock).to_string()),
+                OutputFormat::Console => text.extend_from_slice(output::event_line(&event, &clock).as_bytes()),
+                OutputFormat::Json => output::write_event_json(&mut text, &event, &clock),
             }
-            text.push('\n');
+            text.push(b'\n');
         }
-        let lines = text.matches('\n').count() as u64;
         let mut out = std::io::stdout().lock();
-        if out.write_all(text.as_bytes()).and_then(|()| out.flush()).is_err() {
+        if out.write_all(&text).and_then(|()| out.flush()).is_err() {
             // stdout closed (e.g. piped into `head`): keep draining so the
             // counts stay honest, but stop writing.
             ledger.queue_dropped.fetch_add(lines, Relaxed);
