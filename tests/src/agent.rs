@@ -76,7 +76,10 @@ impl KscopeRun {
     /// record.
     pub fn stop(mut self) -> anyhow::Result<Finished> {
         send_signal(self.child.id(), 2);
-        let status = wait_timeout(&mut self.child, Duration::from_secs(30))?;
+        let timeout = Duration::from_secs(30);
+        let status = crate::wait_timeout(&mut self.child, timeout)?
+            .with_context(|| format!("kscope did not exit within {timeout:?} of SIGINT"))?
+            .code();
         for line in self.lines.iter() {
             let record: Value = serde_json::from_str(&line).with_context(|| format!("not JSON: {line}"))?;
             self.records.push(record);
@@ -126,18 +129,4 @@ fn pipe_lines(reader: impl std::io::Read + Send + 'static) -> mpsc::Receiver<Str
         }
     });
     rx
-}
-
-fn wait_timeout(child: &mut Child, timeout: Duration) -> anyhow::Result<Option<i32>> {
-    let deadline = std::time::Instant::now() + timeout;
-    loop {
-        if let Some(status) = child.try_wait()? {
-            return Ok(status.code());
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            bail!("kscope did not exit within {timeout:?} of SIGINT");
-        }
-        thread::sleep(Duration::from_millis(50));
-    }
 }

@@ -13,7 +13,7 @@ use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -273,7 +273,7 @@ pub fn run_in_guest(
         .context("starting qemu-system-x86_64 (apt-get install qemu-system-x86)")?;
     let serial_reader = drain(child.stdout.take());
     let stderr_reader = drain(child.stderr.take());
-    let status = wait_with_timeout(&mut child, timeout)?;
+    let status = crate::wait_timeout(&mut child, timeout)?;
     let boot_and_run = started.elapsed();
     let serial = String::from_utf8_lossy(&collect(serial_reader)).replace('\r', "");
     let qemu_stderr = String::from_utf8_lossy(&collect(stderr_reader)).into_owned();
@@ -520,23 +520,6 @@ fn drain(pipe: Option<impl Read + Send + 'static>) -> Option<JoinHandle<Vec<u8>>
 
 fn collect(reader: Option<JoinHandle<Vec<u8>>>) -> Vec<u8> {
     reader.and_then(|r| r.join().ok()).unwrap_or_default()
-}
-
-/// `None` when the deadline passed and QEMU was killed.
-fn wait_with_timeout(child: &mut Child, timeout: Duration) -> Result<Option<ExitStatus>> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(status) = child.try_wait().context("waiting for qemu")? {
-            return Ok(Some(status));
-        }
-        if Instant::now() >= deadline {
-            // Already exited is the only way kill fails here; wait reaps it.
-            let _ = child.kill();
-            child.wait().context("reaping killed qemu")?;
-            return Ok(None);
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn tail(text: &str, lines: usize) -> String {

@@ -23,7 +23,7 @@ use std::{
     io::{Read, Seek, SeekFrom},
     net::{TcpListener, TcpStream},
     path::{Path, PathBuf},
-    process::{Child, Command, ExitStatus, Stdio},
+    process::{Child, Command, Stdio},
     sync::atomic::{AtomicU64, Ordering},
     thread,
     time::{Duration, Instant},
@@ -254,7 +254,7 @@ impl WrkRun {
 
     fn finish(mut self, duration: Duration) -> anyhow::Result<WrkResult> {
         // wrk stops itself after -d; the margin covers its start and report.
-        let status = wait_timeout(&mut self.child.0, duration + Duration::from_secs(30))?
+        let status = kscope_tests::wait_timeout(&mut self.child.0, duration + Duration::from_secs(30))?
             .ok_or_else(|| anyhow!("wrk did not finish within {duration:?} + 30 s; killed"))?;
         let text = fs::read_to_string(&self.output).with_context(|| format!("reading {}", self.output.display()))?;
         ensure!(status.success(), "wrk failed ({status}):\n{text}");
@@ -722,7 +722,7 @@ impl Kscope {
     /// SIGINT (what Ctrl-C does), wait for the exit, and read the summary.
     fn stop(mut self) -> anyhow::Result<Summary> {
         send_signal(self.child.id(), 2);
-        let status = wait_timeout(&mut self.child, KSCOPE_STOP_TIMEOUT)?
+        let status = kscope_tests::wait_timeout(&mut self.child, KSCOPE_STOP_TIMEOUT)?
             .ok_or_else(|| anyhow!("kscope did not exit within {KSCOPE_STOP_TIMEOUT:?} of SIGINT; killed"))?;
         ensure!(status.success(), "kscope exited with {status}: {}", self.stderr_text());
         let record = last_summary(&self.stdout)?;
@@ -833,7 +833,7 @@ impl Drop for Nginx {
     fn drop(&mut self) {
         let pid = self.master.id();
         send_signal(pid, 15);
-        if matches!(wait_timeout(&mut self.master, Duration::from_secs(10)), Ok(Some(_))) {
+        if matches!(kscope_tests::wait_timeout(&mut self.master, Duration::from_secs(10)), Ok(Some(_))) {
             return;
         }
         // A master that ignores SIGTERM: kill its workers first, then it.
@@ -1478,22 +1478,6 @@ fn clock_ticks_per_second() -> anyhow::Result<u64> {
 
 fn read_trimmed(path: &str) -> anyhow::Result<String> {
     Ok(fs::read_to_string(path).with_context(|| format!("reading {path}"))?.trim().to_owned())
-}
-
-/// `None` when the timeout passed; the child is then killed and reaped.
-fn wait_timeout(child: &mut Child, timeout: Duration) -> anyhow::Result<Option<ExitStatus>> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(status) = child.try_wait().context("waiting for a child process")? {
-            return Ok(Some(status));
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            child.wait().context("reaping a killed child process")?;
-            return Ok(None);
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// Kills a child that is still running when dropped (an error path).
