@@ -377,3 +377,35 @@ fn unmounted_tracefs_is_mounted_for_the_run() {
     assert_eq!(record["sensors"][0]["chosen"], "tracepoint", "{record}");
     assert_eq!(record["sensors"][1]["chosen"], "tracepoint", "{record}");
 }
+
+#[test]
+fn a_stalled_reader_loses_events_and_says_how_many() {
+    let _kernel = KERNEL.lock().unwrap_or_else(|e| e.into_inner());
+    // One-page rings fill after a dozen exec events; stopping kscope's
+    // process keeps its readers from draining them, so the kernel must
+    // refuse events, and the ledger must say so.
+    let kscope = KscopeRun::start(&["--buffer-pages", "1"]).expect("kscope starts");
+    send_signal(kscope.pid(), 19); // SIGSTOP
+    for _ in 0..300 {
+        let status = Command::new("/bin/true").status().expect("/bin/true");
+        assert!(status.success());
+    }
+    send_signal(kscope.pid(), 18); // SIGCONT
+    thread::sleep(Duration::from_millis(500));
+    let finished = kscope.stop().expect("kscope stops");
+    let summary = finished.summary().expect("summary");
+    let process = &summary["sensors"][0];
+    assert_eq!(process["sensor"], "process");
+    let refused = process["emit_failed"].as_u64().unwrap();
+    let emitted = process["emitted"].as_u64().unwrap();
+    assert!(refused > 0, "nothing was refused: {summary}");
+    assert!(emitted + refused >= 600, "300 execs and 300 exits: {summary}");
+    // Every refusal the kernel's lost records have reported so far is one
+    // the programs counted; the last may still be waiting for the next event
+    // on its CPU, so the programs' count is the authority.
+    assert!(summary["lost_events"].as_u64().unwrap() <= refused, "{summary}");
+    check_ledger(summary).unwrap();
+    // The events that did get through are still whole.
+    let execs = finished.records.iter().filter(|r| r["type"] == "process.exec" && r["filename"] == "/bin/true").count();
+    assert!(execs > 0 && execs < 300, "{execs} of 300 execs got through");
+}
