@@ -2,6 +2,8 @@
 //! or JSON lines with stable field names (documented in the README).
 
 use std::{
+    cmp::Reverse,
+    collections::BinaryHeap,
     hash::{BuildHasher, RandomState},
     io::Write,
     net::IpAddr,
@@ -56,6 +58,77 @@ impl Clock {
 pub fn sock_token(kernel_address: u64) -> String {
     static KEY: OnceLock<RandomState> = OnceLock::new();
     format!("{:016x}", KEY.get_or_init(RandomState::new).hash_one(kernel_address))
+}
+
+/// CLOCK_MONOTONIC now, the clock the kernel programs stamp events with.
+pub fn monotonic_now_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid out-pointer for clock_gettime.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
+}
+
+/// Holds events briefly so that events read from different CPUs' rings come
+/// out in time order. Bounded: past `capacity` the oldest is let out early.
+pub struct Reorder {
+    heap: BinaryHeap<Reverse<Pending>>,
+    capacity: usize,
+    seq: u64,
+}
+
+struct Pending {
+    timestamp_ns: u64,
+    seq: u64,
+    event: Event,
+}
+
+impl PartialEq for Pending {
+    fn eq(&self, other: &Self) -> bool {
+        (self.timestamp_ns, self.seq) == (other.timestamp_ns, other.seq)
+    }
+}
+impl Eq for Pending {}
+impl PartialOrd for Pending {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Pending {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.timestamp_ns, self.seq).cmp(&(other.timestamp_ns, other.seq))
+    }
+}
+
+impl Reorder {
+    pub fn new(capacity: usize) -> Self {
+        Self { heap: BinaryHeap::new(), capacity: capacity.max(1), seq: 0 }
+    }
+
+    pub fn push(&mut self, event: Event) {
+        self.seq += 1;
+        let timestamp_ns = event.origin().timestamp_ns;
+        self.heap.push(Reverse(Pending { timestamp_ns, seq: self.seq, event }));
+    }
+
+    /// Events stamped at or before `until_ns`, oldest first, plus the oldest
+    /// of any beyond capacity.
+    pub fn ready(&mut self, until_ns: u64) -> Vec<Event> {
+        let mut out = Vec::new();
+        while let Some(Reverse(first)) = self.heap.peek() {
+            if first.timestamp_ns > until_ns && self.heap.len() <= self.capacity {
+                break;
+            }
+            if let Some(Reverse(p)) = self.heap.pop() {
+                out.push(p.event);
+            }
+        }
+        out
+    }
+
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.heap.len()
+    }
 }
 
 fn hook_form(id: HookFormId) -> &'static str {
@@ -363,6 +436,43 @@ mod tests {
             event_line(&event, &clock),
             "00:00:00.000 close   pid=4242 comm=curl 127.0.0.1:40000 -> 127.0.0.1:8080 role=client sent=78 received=600 duration=5.00ms"
         );
+    }
+
+    fn exit_at(ts: u64) -> Event {
+        let mut raw = kscope_common::ProcessExitEvent {
+            header: crate::decode::tests::header(kscope_common::EventKind::ProcessExit),
+            ppid: 1,
+            exit_status: 0,
+            lifetime_ns: 0,
+        };
+        raw.header.timestamp_ns = ts;
+        decode(&bytes_of(&raw)).unwrap()
+    }
+
+    fn stamps(events: &[Event]) -> Vec<u64> {
+        events.iter().map(|e| e.origin().timestamp_ns).collect()
+    }
+
+    #[test]
+    fn reorder_lets_out_in_time_order_up_to_the_watermark() {
+        let mut r = Reorder::new(100);
+        for ts in [30, 10, 50, 20, 40] {
+            r.push(exit_at(ts));
+        }
+        assert_eq!(stamps(&r.ready(35)), vec![10, 20, 30]);
+        assert_eq!(r.len(), 2);
+        assert_eq!(stamps(&r.ready(u64::MAX)), vec![40, 50]);
+    }
+
+    #[test]
+    fn reorder_is_bounded() {
+        let mut r = Reorder::new(2);
+        for ts in [3, 1, 2, 5] {
+            r.push(exit_at(ts));
+        }
+        // Nothing is due yet, but only two may wait: the oldest go early.
+        assert_eq!(stamps(&r.ready(0)), vec![1, 2]);
+        assert_eq!(r.len(), 2);
     }
 
     #[test]

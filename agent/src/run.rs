@@ -92,7 +92,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     if choices.iter().all(|c| c.chosen.is_none()) {
         bail!("no sensor could start on kernel {}; `kscope probe` shows why", features.release);
     }
-    let writer = tokio::spawn(write_events(events, opts.output, clock, Arc::clone(&ledger)));
+    let writer = tokio::spawn(write_events(events, opts.output, clock, Arc::clone(&ledger), opts.queue_capacity));
 
     let mut interval = tokio::time::interval(opts.stats_interval);
     interval.tick().await;
@@ -249,26 +249,55 @@ fn collect_stats(
     }
 }
 
-async fn write_events(mut events: mpsc::Receiver<Event>, format: OutputFormat, clock: Clock, ledger: Arc<LossLedger>) {
-    let mut text: Vec<u8> = Vec::new();
+/// How long an event waits for earlier ones from other CPUs: longer than
+/// the rings' flush interval, so a slow ring's events still sort in.
+const REORDER_WINDOW_NS: u64 = transport::FLUSH_INTERVAL.as_nanos() as u64 + 50_000_000;
+
+async fn write_events(
+    mut events: mpsc::Receiver<Event>,
+    format: OutputFormat,
+    clock: Clock,
+    ledger: Arc<LossLedger>,
+    capacity: usize,
+) {
+    let mut reorder = output::Reorder::new(capacity);
     let mut batch = Vec::with_capacity(256);
-    while events.recv_many(&mut batch, 256).await > 0 {
-        text.clear();
-        let lines = batch.len() as u64;
-        for event in batch.drain(..) {
-            match format {
-                OutputFormat::Console => text.extend_from_slice(output::event_line(&event, &clock).as_bytes()),
-                OutputFormat::Json => output::write_event_json(&mut text, &event, &clock),
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    let mut open = true;
+    while open {
+        tokio::select! {
+            n = events.recv_many(&mut batch, 256) => {
+                open = n > 0;
+                for event in batch.drain(..) {
+                    reorder.push(event);
+                }
             }
-            text.push(b'\n');
+            _ = tick.tick() => {}
         }
-        let mut out = std::io::stdout().lock();
-        if out.write_all(&text).and_then(|()| out.flush()).is_err() {
-            // stdout closed (e.g. piped into `head`): keep draining so the
-            // counts stay honest, but stop writing.
-            ledger.queue_dropped.fetch_add(lines, Relaxed);
-            continue;
-        }
-        ledger.written.fetch_add(lines, Relaxed);
+        let until = if open { output::monotonic_now_ns().saturating_sub(REORDER_WINDOW_NS) } else { u64::MAX };
+        write_lines(&reorder.ready(until), format, &clock, &ledger);
     }
+}
+
+fn write_lines(events: &[Event], format: OutputFormat, clock: &Clock, ledger: &LossLedger) {
+    if events.is_empty() {
+        return;
+    }
+    let mut text: Vec<u8> = Vec::new();
+    for event in events {
+        match format {
+            OutputFormat::Console => text.extend_from_slice(output::event_line(event, clock).as_bytes()),
+            OutputFormat::Json => output::write_event_json(&mut text, event, clock),
+        }
+        text.push(b'\n');
+    }
+    let lines = events.len() as u64;
+    let mut out = std::io::stdout().lock();
+    if out.write_all(&text).and_then(|()| out.flush()).is_err() {
+        // stdout closed (e.g. piped into `head`): keep draining so the
+        // counts stay honest, but stop writing.
+        ledger.queue_dropped.fetch_add(lines, Relaxed);
+        return;
+    }
+    ledger.written.fetch_add(lines, Relaxed);
 }

@@ -409,3 +409,66 @@ fn a_stalled_reader_loses_events_and_says_how_many() {
     let execs = finished.records.iter().filter(|r| r["type"] == "process.exec" && r["filename"] == "/bin/true").count();
     assert!(execs > 0 && execs < 300, "{execs} of 300 execs got through");
 }
+
+#[test]
+fn console_output_is_one_readable_line_per_event() {
+    let _kernel = KERNEL.lock().unwrap_or_else(|e| e.into_inner());
+    let nginx = Nginx::start();
+    let kscope = Command::new(kscope_binary().unwrap())
+        .args(["run", "--duration", "4"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kscope run");
+    thread::sleep(Duration::from_millis(1500));
+    let curl = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{size_request}",
+            &format!("http://127.0.0.1:{}/index.html", nginx.port),
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("curl");
+    let curl_pid = curl.id();
+    let curl_out = curl.wait_with_output().expect("curl");
+    assert!(curl_out.status.success());
+    let request_bytes = String::from_utf8_lossy(&curl_out.stdout).into_owned();
+    let out = kscope.wait_with_output().expect("kscope output");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+
+    let me = std::process::id();
+    let ours: Vec<&str> = stdout.lines().filter(|l| l.contains(&format!("pid={curl_pid} "))).collect();
+    let verb = |l: &&str| l.split_whitespace().nth(1).unwrap_or("").to_owned();
+    let mut verbs: Vec<String> = ours.iter().map(verb).collect();
+    // exec and connect come first; close and exit in either order (the
+    // client's socket may close after curl exited, in FIN_WAIT2).
+    verbs[2..].sort();
+    assert_eq!(verbs, ["exec", "connect", "close", "exit"], "{stdout}");
+    let line = |v: &str| *ours.iter().find(|l| verb(l) == v).unwrap();
+    // "HH:MM:SS.mmm verb ..." with the fields people read.
+    for line in &ours {
+        let time = line.split(' ').next().unwrap();
+        assert!(time.len() == 12 && time.as_bytes()[2] == b':' && time.as_bytes()[8] == b'.', "{line}");
+    }
+    let exec = line("exec");
+    assert!(exec.contains(&format!("exec    pid={curl_pid} comm=curl ppid={me} cgroup=")), "{exec}");
+    assert!(exec.ends_with(" filename=/usr/bin/curl"), "{exec}");
+    assert!(line("connect").ends_with(&format!("-> 127.0.0.1:{} role=client", nginx.port)), "{stdout}");
+    let close = line("close");
+    assert!(close.contains(&format!(" role=client sent={request_bytes} received=")), "{close}");
+    assert!(close.contains(" duration="), "{close}");
+    assert!(line("exit").contains(&format!("exit    pid={curl_pid} comm=curl ppid={me} code=0 lifetime=")), "{stdout}");
+    let accept =
+        stdout.lines().find(|l| l.contains(" accept  ") && l.contains(&format!("127.0.0.1:{} ->", nginx.port)));
+    assert!(accept.is_some_and(|l| l.contains("comm=nginx") && l.ends_with("role=server")), "{stdout}");
+    // The sensor choice and the summary go to stderr, never between events.
+    assert!(stderr.starts_with("kscope on kernel "), "{stderr}");
+    assert!(stderr.contains("kscope summary: "), "{stderr}");
+    assert!(!stdout.contains("kscope summary"), "{stdout}");
+}
