@@ -185,11 +185,11 @@ fn run_kernel(label: &str) {
     if sections.len() != FORMS.len() {
         failures.push(format!("{} of {} forms ran; output:\n{}", sections.len(), FORMS.len(), run.output));
     }
-    // Without a forced form every sensor takes its first preference, fentry
-    // (the cheapest in `cargo xtask bench`), and probe finds both other forms
-    // available behind it, in each sensor's own order.
-    let available = |forms: [&str; 2]| serde_json::json!([{"form": forms[0], "unavailable": null}, {"form": forms[1], "unavailable": null}]);
-    let expected = [("process", available(["tracepoint", "kprobe"])), ("tcp", available(["kprobe", "tracepoint"]))];
+    // Without a forced form every sensor takes its first preference,
+    // tracepoint, and probe finds fentry and kprobe available behind it.
+    let available =
+        serde_json::json!([{"form": "fentry", "unavailable": null}, {"form": "kprobe", "unavailable": null}]);
+    let expected = [("process", available.clone()), ("tcp", available)];
     match serde_json::from_str::<Value>(probe.trim()) {
         Ok(probe) => {
             let sensors = probe["sensors"].as_array().cloned().unwrap_or_default();
@@ -198,7 +198,7 @@ fn run_kernel(label: &str) {
             }
             for (s, (name, fallbacks)) in sensors.iter().zip(&expected) {
                 if s["sensor"] != *name
-                    || s["chosen"] != "fentry"
+                    || s["chosen"] != "tracepoint"
                     || s["rejected"] != serde_json::json!([])
                     || s["fallbacks"] != *fallbacks
                 {

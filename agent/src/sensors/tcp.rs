@@ -3,17 +3,30 @@
 
 use super::{Attach, FormSpec, HookForm, ProgramSpec, SensorSpec};
 
-/// Forms in order of measured cost per connection (`cargo xtask bench`,
-/// BPF run time of all the sensor's programs, Debian 6.1 / 6.12 under
-/// QEMU): fentry 383 / 284 us, kprobe 393 / 326 us, tracepoint 448 / 349 us.
-/// The tracepoint form alone also sees an accept() that was already blocked
-/// when kscope attached (README, "Known limits").
+/// Forms in order of measured cost and stability. `cargo xtask bench`, BPF
+/// run time of all the sensor's programs per connection on Debian 6.1 /
+/// 6.12 under QEMU, two runs: tracepoint 448, 199 / 349, 175 us; fentry 383,
+/// 233 / 284, 176 us; kprobe 393, 193 / 326, 171 us: within the emulator's
+/// noise of each other, their ranking flipped between runs. Stability
+/// decides: only the tracepoint form sees an accept() that was already
+/// blocked when kscope attached (kretprobe and fexit miss it; README, "Known
+/// limits"), then fentry (no int3 trap per hit), then kprobe.
 pub static SENSOR: SensorSpec = SensorSpec {
     name: "tcp",
     description: "TCP connect, accept and close",
     counter_slot: kscope_common::counter_slot::TCP_OUT,
     table_full_slot: Some(kscope_common::counter_slot::TCP_TABLE_FULL),
     forms: &[
+        FormSpec {
+            form: HookForm::Tracepoint,
+            programs: &[
+                ProgramSpec { program: "tcp_state_tp", attach: Attach::Tracepoint("sock", "inet_sock_set_state") },
+                ProgramSpec { program: "tcp_accept4_tp", attach: Attach::Tracepoint("syscalls", "sys_exit_accept4") },
+                ProgramSpec { program: "tcp_accept_tp", attach: Attach::Tracepoint("syscalls", "sys_exit_accept") },
+            ],
+            needs_struct_offsets: false,
+            without_btf: "without kernel BTF, accept events and byte counts are not reported",
+        },
         FormSpec {
             form: HookForm::Fentry,
             programs: &[
@@ -33,16 +46,6 @@ pub static SENSOR: SensorSpec = SensorSpec {
             ],
             needs_struct_offsets: true,
             without_btf: "",
-        },
-        FormSpec {
-            form: HookForm::Tracepoint,
-            programs: &[
-                ProgramSpec { program: "tcp_state_tp", attach: Attach::Tracepoint("sock", "inet_sock_set_state") },
-                ProgramSpec { program: "tcp_accept4_tp", attach: Attach::Tracepoint("syscalls", "sys_exit_accept4") },
-                ProgramSpec { program: "tcp_accept_tp", attach: Attach::Tracepoint("syscalls", "sys_exit_accept") },
-            ],
-            needs_struct_offsets: false,
-            without_btf: "without kernel BTF, accept events and byte counts are not reported",
         },
     ],
 };

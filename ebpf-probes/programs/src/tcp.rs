@@ -193,12 +193,11 @@ fn on_close<C: EbpfContext>(ctx: &C, form: HookFormId, sk: u64, old: i32, ends: 
             let never = u32::from(conn.established == 0);
             (conn.owner, conn.role, never, now.saturating_sub(conn.started_ns))
         }
-        // Listeners and half-open children never were connections; anything
-        // else predates kscope and is reported with what the sock still says.
+        // Listeners and half-open children never were connections.
         None if old == tcp_state::SYN_RECV || old == tcp_state::LISTEN => return,
-        // Opened before kscope started. The task running now may be any
-        // task a softirq interrupted, so the owner is reported unknown (pid 0)
-        // rather than guessed.
+        // Opened before kscope started: reported with what the sock still
+        // says. The task running now may be any task a softirq interrupted,
+        // so the owner is reported unknown (pid 0) rather than guessed.
         None => (EventHeader::zeroed(), 0, 0, 0),
     };
     header.kind = EventKind::TcpClose as u32;
