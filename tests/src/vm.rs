@@ -47,6 +47,17 @@ pub fn guest_kernels() -> Vec<GuestKernel> {
 }
 
 const IMAGE_PREFIX: &str = "linux-image-";
+
+fn refresh_apt_lists() -> Result<()> {
+    let status = Command::new("apt-get")
+        .args(["-q", "update"])
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .stdout(Stdio::null())
+        .status()
+        .context("running apt-get update")?;
+    ensure!(status.success(), "apt-get update failed ({status})");
+    Ok(())
+}
 const IMAGE_SUFFIX: &str = "-cloud-amd64";
 
 impl GuestKernel {
@@ -59,6 +70,18 @@ impl GuestKernel {
     /// the ~30 MB package. If apt-cache cannot answer (no package lists),
     /// the newest image of the series already in the cache is used instead.
     pub fn fetch(&self, cache_dir: &Path) -> Result<PathBuf> {
+        match self.fetch_once(cache_dir) {
+            Ok(vmlinuz) => Ok(vmlinuz),
+            // Stale package lists name a point release the archive has since
+            // replaced: refresh them once and try again.
+            Err(first) => {
+                refresh_apt_lists().with_context(|| format!("after: {first:#}"))?;
+                self.fetch_once(cache_dir).with_context(|| format!("also before `apt-get update`: {first:#}"))
+            }
+        }
+    }
+
+    fn fetch_once(&self, cache_dir: &Path) -> Result<PathBuf> {
         let package = match self.resolve_package() {
             Ok(package) => package,
             Err(err) => {
