@@ -155,6 +155,14 @@ fn on_connect(sk: u64, form: HookFormId) {
     }
 }
 
+/// The new states the state machine below acts on. About half of a
+/// connection's changes (FIN_WAIT1, FIN_WAIT2, CLOSE_WAIT, LAST_ACK, ...)
+/// are none of these and return after one read.
+#[inline(always)]
+fn acts_on(new: i32) -> bool {
+    matches!(new, tcp_state::SYN_SENT | tcp_state::ESTABLISHED | tcp_state::CLOSE)
+}
+
 /// Every TCP state change, whichever form saw it.
 #[inline(always)]
 fn on_state_change<C: EbpfContext>(ctx: &C, form: HookFormId, sk: u64, old: i32, new: i32, ends: EndpointSource<'_>) {
@@ -253,13 +261,16 @@ pub fn tcp_state_tp(ctx: TracePointContext) -> u32 {
     if layout!(sk_skaddr) == OFFSET_MISSING {
         return 0;
     }
+    let new: i32 = kernel::tp_read(&ctx, layout!(sk_newstate)).unwrap_or(0);
+    if !acts_on(new) {
+        return 0;
+    }
     let protocol: u16 = kernel::tp_read(&ctx, layout!(sk_protocol)).unwrap_or(0);
     if protocol != IPPROTO_TCP {
         return 0;
     }
     let sk: u64 = kernel::tp_read(&ctx, layout!(sk_skaddr)).unwrap_or(0);
     let old: i32 = kernel::tp_read(&ctx, layout!(sk_oldstate)).unwrap_or(0);
-    let new: i32 = kernel::tp_read(&ctx, layout!(sk_newstate)).unwrap_or(0);
     if old == tcp_state::CLOSE && new == tcp_state::SYN_SENT {
         on_connect(sk, HookFormId::Tracepoint);
         return 0;
@@ -304,7 +315,9 @@ pub fn tcp_connect_kprobe(ctx: ProbeContext) -> u32 {
 pub fn tcp_set_state_kprobe(ctx: ProbeContext) -> u32 {
     let sk: u64 = ctx.arg(0).unwrap_or(0);
     let new: i32 = ctx.arg(1).unwrap_or(0);
-    on_state_change(&ctx, HookFormId::Kprobe, sk, sock_state(sk), new, EndpointSource::Sock(sk));
+    if acts_on(new) {
+        on_state_change(&ctx, HookFormId::Kprobe, sk, sock_state(sk), new, EndpointSource::Sock(sk));
+    }
     0
 }
 
@@ -328,7 +341,9 @@ pub fn tcp_connect_fentry(ctx: FEntryContext) -> u32 {
 pub fn tcp_set_state_fentry(ctx: FEntryContext) -> u32 {
     let sk: u64 = ctx.arg(0);
     let new: i32 = ctx.arg(1);
-    on_state_change(&ctx, HookFormId::Fentry, sk, sock_state(sk), new, EndpointSource::Sock(sk));
+    if acts_on(new) {
+        on_state_change(&ctx, HookFormId::Fentry, sk, sock_state(sk), new, EndpointSource::Sock(sk));
+    }
     0
 }
 
