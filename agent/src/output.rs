@@ -11,14 +11,14 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use kscope_common::{HookFormId, TcpRole};
+use kscope_common::TcpRole;
 use serde::Serialize;
 #[cfg(test)]
 use serde_json::{Value, json};
 
 use crate::{
     decode::{Event, TcpStep},
-    sensors::SensorChoice,
+    sensors::{HookForm, SensorChoice},
     stats::{LedgerSnapshot, ProgramStats, SensorCounts},
 };
 
@@ -34,16 +34,17 @@ pub struct Clock {
     realtime_minus_monotonic_ns: i128,
 }
 
+fn clock_ns(clock: libc::clockid_t) -> i128 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid out-pointer for clock_gettime.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
+}
+
 impl Clock {
     pub fn now() -> Self {
-        let read = |clock| {
-            let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-            // SAFETY: `ts` is a valid out-pointer for clock_gettime.
-            unsafe { libc::clock_gettime(clock, &mut ts) };
-            i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
-        };
-        let mono = read(libc::CLOCK_MONOTONIC);
-        let real = read(libc::CLOCK_REALTIME);
+        let mono = clock_ns(libc::CLOCK_MONOTONIC);
+        let real = clock_ns(libc::CLOCK_REALTIME);
         Self { realtime_minus_monotonic_ns: real - mono }
     }
 
@@ -62,10 +63,7 @@ pub fn sock_token(kernel_address: u64) -> String {
 
 /// CLOCK_MONOTONIC now, the clock the kernel programs stamp events with.
 pub fn monotonic_now_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: `ts` is a valid out-pointer for clock_gettime.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
+    u64::try_from(clock_ns(libc::CLOCK_MONOTONIC)).unwrap_or(0)
 }
 
 /// Holds events briefly so that events read from different CPUs' rings come
@@ -128,14 +126,6 @@ impl Reorder {
     #[cfg(test)]
     pub fn len(&self) -> usize {
         self.heap.len()
-    }
-}
-
-fn hook_form(id: HookFormId) -> &'static str {
-    match id {
-        HookFormId::Kprobe => "kprobe",
-        HookFormId::Fentry => "fentry",
-        HookFormId::Tracepoint => "tracepoint",
     }
 }
 
@@ -231,7 +221,7 @@ fn record<'a>(event: &'a Event, clock: &Clock) -> EventRecord<'a> {
     EventRecord {
         kind,
         time_unix_nano: clock.unix_nanos(o.timestamp_ns),
-        hook_form: hook_form(o.hook_form),
+        hook_form: HookForm::from(o.hook_form).name(),
         pid: o.pid,
         tid: o.tid,
         comm: &o.comm,
@@ -338,7 +328,7 @@ pub fn stats_lines(stats: &StatsRecord) -> Vec<String> {
     let l = &stats.ledger;
     let mut lines = vec![format!(
         "kscope {}: {} events read, {} lost in the kernel (per CPU {:?}), {} undecodable, {} dropped at the queue, {} written",
-        if stats.kind == "summary" { "summary" } else { "stats" },
+        stats.kind,
         l.read(),
         l.lost(),
         l.lost_per_cpu,

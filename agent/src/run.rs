@@ -56,10 +56,16 @@ pub fn prepare() -> anyhow::Result<Prepared> {
 
 /// Each sensor on the best form that attaches (or only `forced`).
 pub fn attach_sensors(prepared: &mut Prepared, forced: Option<HookForm>, search: Search) -> Vec<SensorChoice> {
-    let btf = aya::Btf::from_sys_fs().ok();
+    // aya's own copy of the kernel BTF, which fentry/fexit loading needs:
+    // parsed only if a fentry form is tried (seconds under emulation).
+    let mut btf: Option<Option<aya::Btf>> = None;
     let ebpf = &mut prepared.ebpf;
     sensors::choose_and_attach(&prepared.features, forced, search, |form| {
-        sensors::attach_form(ebpf, btf.as_ref(), form)
+        let btf = match form.form {
+            HookForm::Fentry => btf.get_or_insert_with(|| aya::Btf::from_sys_fs().ok()).as_ref(),
+            HookForm::Kprobe | HookForm::Tracepoint => None,
+        };
+        sensors::attach_form(ebpf, btf, form)
     })
 }
 
@@ -121,9 +127,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let summary_programs = collect_stats("summary", &ebpf, &choices, &ledger, bpf_stats_enabled, started, possible);
     for choice in &choices {
         for name in &choice.programs {
-            if let Some(program) = ebpf.program_mut(name) {
-                detach(program);
-            }
+            sensors::unload(&mut ebpf, name);
         }
     }
     readers.stop().await;
@@ -134,20 +138,6 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     emit_stats(&summary, opts.output)?;
     drop(stats_fd);
     Ok(())
-}
-
-fn detach(program: &mut aya::programs::Program) {
-    use aya::programs::Program;
-    let result = match program {
-        Program::KProbe(p) => p.unload(),
-        Program::FEntry(p) => p.unload(),
-        Program::FExit(p) => p.unload(),
-        Program::TracePoint(p) => p.unload(),
-        _ => Ok(()),
-    };
-    if let Err(err) = result {
-        tracing::warn!(%err, "detaching a program");
-    }
 }
 
 fn report_choices(choices: &[SensorChoice], features: &KernelFeatures, format: OutputFormat) -> anyhow::Result<()> {

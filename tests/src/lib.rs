@@ -4,6 +4,7 @@
 
 pub mod agent;
 pub mod checks;
+pub mod nginx;
 pub mod vm;
 
 use std::{

@@ -7,10 +7,9 @@
 
 use std::{
     collections::BTreeSet,
-    net::TcpListener,
     os::unix::process::CommandExt,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     sync::Mutex,
     thread,
     time::{Duration, Instant},
@@ -19,6 +18,7 @@ use std::{
 use kscope_tests::{
     agent::{KscopeRun, kscope_binary, send_signal},
     checks::{ClientRun, Exchange, check_exchange, check_ledger, check_program_stats, check_refused},
+    nginx::Nginx,
 };
 use serde_json::Value;
 
@@ -27,65 +27,18 @@ use serde_json::Value;
 static KERNEL: Mutex<()> = Mutex::new(());
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+    kscope_tests::nginx::free_port().expect("a free port")
 }
 
-/// nginx from Debian, on loopback, one worker.
-struct Nginx {
-    master: Child,
-    dir: PathBuf,
-    port: u16,
+/// The one nginx worker, which accepts the connections.
+fn worker_pid(nginx: &Nginx) -> u64 {
+    let workers = nginx.worker_pids();
+    assert_eq!(workers.len(), 1, "one nginx worker: {workers:?}");
+    workers[0]
 }
 
-impl Nginx {
-    fn start() -> Self {
-        let port = free_port();
-        let dir = std::env::temp_dir().join(format!("kscope-nginx-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(dir.join("www")).expect("nginx dir");
-        std::fs::write(dir.join("www/index.html"), "hello from nginx under kscope\n").expect("index");
-        let conf = format!(
-            "daemon off; worker_processes 1; pid {d}/nginx.pid; error_log {d}/error.log;\n\
-             events {{ worker_connections 64; }}\n\
-             http {{ access_log off; client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d};\n\
-             uwsgi_temp_path {d}; scgi_temp_path {d};\n\
-             server {{ listen 127.0.0.1:{port}; listen [::1]:{port}; root {d}/www; }} }}\n",
-            d = dir.display()
-        );
-        std::fs::write(dir.join("nginx.conf"), conf).expect("nginx.conf");
-        let master = Command::new("nginx")
-            .arg("-c")
-            .arg(dir.join("nginx.conf"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nginx (Debian's nginx-light; `cargo xtask setup` installs it)");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "nginx did not listen on {port}");
-            thread::sleep(Duration::from_millis(20));
-        }
-        Self { master, dir, port }
-    }
-
-    /// The worker process, which accepts connections.
-    fn worker_pid(&self) -> u64 {
-        let children =
-            std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", self.master.id())).expect("nginx children");
-        let workers: Vec<u64> = children.split_whitespace().filter_map(|p| p.parse().ok()).collect();
-        assert_eq!(workers.len(), 1, "one nginx worker: {workers:?}");
-        workers[0]
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        // SIGTERM: the master stops its workers too (SIGKILL would orphan
-        // them, still holding the test's pipes).
-        send_signal(self.master.id(), 15);
-        let _ = self.master.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+fn start_nginx() -> Nginx {
+    Nginx::start(&std::env::temp_dir(), "hello from nginx under kscope\n").expect("nginx starts")
 }
 
 /// A cgroup v2 group of the test's own, so the records' cgroup id can be
@@ -184,7 +137,7 @@ fn hook_forms(sensors: &Value) -> Vec<(String, String)> {
 #[test]
 fn tracepoint_forms_report_nginx_and_curl_exactly() {
     let _kernel = KERNEL.lock().unwrap_or_else(|e| e.into_inner());
-    let nginx = Nginx::start();
+    let nginx = start_nginx();
     let cgroup = Cgroup::create("kscope-test-curl");
     let kscope = KscopeRun::start(&["--stats-interval", "1"]).expect("kscope starts");
     assert_eq!(
@@ -239,7 +192,7 @@ fn tracepoint_forms_report_nginx_and_curl_exactly() {
             cgroup_id: Some(cgroup.id()),
             wall_ns: run.wall_ns,
         },
-        server_pid: nginx.worker_pid(),
+        server_pid: worker_pid(&nginx),
         server_comm: "nginx".into(),
         server_port: u64::from(nginx.port),
         addr: addr.into(),
@@ -413,7 +366,7 @@ fn a_stalled_reader_loses_events_and_says_how_many() {
 #[test]
 fn console_output_is_one_readable_line_per_event() {
     let _kernel = KERNEL.lock().unwrap_or_else(|e| e.into_inner());
-    let nginx = Nginx::start();
+    let nginx = start_nginx();
     let kscope = Command::new(kscope_binary().unwrap())
         .args(["run", "--duration", "4"])
         .stdout(Stdio::piped())

@@ -21,7 +21,6 @@ use std::{
     collections::BTreeMap,
     fs::{self, File},
     io::{Read, Seek, SeekFrom},
-    net::{TcpListener, TcpStream},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::atomic::{AtomicU64, Ordering},
@@ -32,6 +31,7 @@ use std::{
 use anyhow::{Context as _, anyhow, bail, ensure};
 use kscope_tests::{
     agent::send_signal,
+    nginx::Nginx,
     vm::{GuestFile, guest_kernels, run_in_guest},
 };
 use serde_json::{Value, json};
@@ -115,7 +115,7 @@ pub fn bench(opts: &BenchOptions) -> anyhow::Result<()> {
     );
 
     let host = {
-        let nginx = Nginx::start(scratch.path())?;
+        let nginx = Nginx::start(scratch.path(), "kscope bench\n")?;
         let ctx = HostContext { kscope: &kscope, dir: scratch.path(), port: nginx.port, clk_tck };
         // Warm nginx, the page cache and the socket tables so the first
         // measured phase is not the slow one.
@@ -775,80 +775,6 @@ fn last_summary(path: &Path) -> anyhow::Result<Value> {
         .filter_map(|line| serde_json::from_str::<Value>(line).ok())
         .find(|record| record["type"] == "summary")
         .ok_or_else(|| anyhow!("no summary record at the end of {}", path.display()))
-}
-
-// ----------------------------------------------------------------- nginx
-
-/// nginx on 127.0.0.1 with one worker and no access log, stopped with
-/// SIGTERM on drop (SIGKILL would orphan the worker).
-struct Nginx {
-    master: Child,
-    port: u16,
-}
-
-impl Nginx {
-    fn start(dir: &Path) -> anyhow::Result<Self> {
-        let port = free_port()?;
-        let root = dir.join("nginx");
-        let www = root.join("www");
-        fs::create_dir_all(&www).with_context(|| format!("creating {}", www.display()))?;
-        fs::write(www.join("index.html"), "kscope bench\n").context("writing nginx's index.html")?;
-        let conf = format!(
-            "daemon off; worker_processes 1; pid {d}/nginx.pid; error_log {d}/error.log;\n\
-             events {{ worker_connections 4096; }}\n\
-             http {{ access_log off; client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d};\n\
-             uwsgi_temp_path {d}; scgi_temp_path {d};\n\
-             server {{ listen 127.0.0.1:{port} backlog=4096; root {d}/www; }} }}\n",
-            d = root.display()
-        );
-        let conf_path = root.join("nginx.conf");
-        fs::write(&conf_path, conf).with_context(|| format!("writing {}", conf_path.display()))?;
-        let master = Command::new("nginx")
-            .arg("-p")
-            .arg(&root)
-            .arg("-e")
-            .arg(root.join("error.log"))
-            .arg("-c")
-            .arg(&conf_path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting nginx (apt-get install -y nginx-light)")?;
-        let mut nginx = Self { master, port };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Some(status) = nginx.master.try_wait().context("waiting for nginx")? {
-                let log = fs::read_to_string(root.join("error.log")).unwrap_or_default();
-                bail!("nginx exited ({status}): {}", log.trim());
-            }
-            ensure!(Instant::now() < deadline, "nginx did not listen on 127.0.0.1:{port} within 10 s");
-            thread::sleep(Duration::from_millis(20));
-        }
-        Ok(nginx)
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let pid = self.master.id();
-        send_signal(pid, 15);
-        if matches!(kscope_tests::wait_timeout(&mut self.master, Duration::from_secs(10)), Ok(Some(_))) {
-            return;
-        }
-        // A master that ignores SIGTERM: kill its workers first, then it.
-        let children = fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
-        for worker in children.split_whitespace().filter_map(|p| p.parse().ok()) {
-            send_signal(worker, 9);
-        }
-        let _ = self.master.kill();
-        let _ = self.master.wait();
-    }
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    let listener = TcpListener::bind("127.0.0.1:0").context("binding a loopback port")?;
-    Ok(listener.local_addr().context("reading the bound port")?.port())
 }
 
 // ----------------------------------------------------------------- QEMU

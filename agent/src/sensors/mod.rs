@@ -18,6 +18,8 @@ use aya::{
     programs::{FEntry, FExit, KProbe, ProgramError, TracePoint},
 };
 
+use kscope_common::HookFormId;
+
 use crate::kernel::{KernelFeatures, Wanted};
 
 /// How a sensor's programs hook into the kernel.
@@ -32,13 +34,31 @@ pub enum HookForm {
     Tracepoint,
 }
 
-impl fmt::Display for HookForm {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl HookForm {
+    /// The name used on the command line, in the output and in reasons.
+    pub const fn name(self) -> &'static str {
+        match self {
             Self::Kprobe => "kprobe",
             Self::Fentry => "fentry",
             Self::Tracepoint => "tracepoint",
-        })
+        }
+    }
+}
+
+/// The id the kernel programs stamp on each event.
+impl From<HookFormId> for HookForm {
+    fn from(id: HookFormId) -> Self {
+        match id {
+            HookFormId::Kprobe => Self::Kprobe,
+            HookFormId::Fentry => Self::Fentry,
+            HookFormId::Tracepoint => Self::Tracepoint,
+        }
+    }
+}
+
+impl fmt::Display for HookForm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
     }
 }
 
@@ -313,7 +333,9 @@ fn attach_program(ebpf: &mut Ebpf, btf: Option<&Btf>, spec: &ProgramSpec) -> Res
     Ok(())
 }
 
-fn unload(ebpf: &mut Ebpf, name: &str) {
+/// Detaches and unloads one program by name (a failed form's, or every
+/// attached one when `run` stops).
+pub fn unload(ebpf: &mut Ebpf, name: &str) {
     let Some(program) = ebpf.program_mut(name) else { return };
     let result = match program {
         aya::programs::Program::KProbe(p) => p.unload(),

@@ -79,12 +79,8 @@ fn binprm_filename(bprm: u64) -> *const u8 {
 
 #[tracepoint(category = "sched", name = "sched_process_exec")]
 pub fn process_exec_tp(ctx: TracePointContext) -> u32 {
-    let field = layout!(exec_filename);
-    if field == OFFSET_MISSING {
-        return 0;
-    }
     // __data_loc: low 16 bits are the string's offset in the record.
-    let Ok(data_loc) = kernel::tp_read::<u32>(&ctx, field) else {
+    let Ok(data_loc) = kernel::tp_read::<u32>(&ctx, layout!(exec_filename)) else {
         return 0;
     };
     let filename = unsafe { ctx.as_ptr().cast::<u8>().add((data_loc & 0xffff) as usize) };
