@@ -2,11 +2,14 @@
 //! producer here: every length and enum value is checked, and a record that
 //! does not check out is an error the caller counts, never a panic.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
+use bytes::Bytes;
 use kscope_common::{
-    AF_INET, AF_INET6, EventHeader, EventKind, HookFormId, ProcessExecEvent, ProcessExitEvent, TcpEvent, TcpRole,
+    AF_INET, AF_INET6, DATA_CAPTURE_MAX, DataDirection, DataSource, EventHeader, EventKind, HookFormId, IPPROTO_TCP,
+    IPPROTO_UDP, ProcessExecEvent, ProcessExitEvent, SocketDataHeader, TcpEvent, TcpRole,
 };
+use kscope_protocols::{Direction, Transport};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
@@ -24,6 +27,14 @@ pub enum DecodeError {
     UnknownFamily(u32),
     #[error("filename length {0} exceeds its buffer")]
     BadFilenameLength(u32),
+    #[error("unknown data direction {0}")]
+    UnknownDirection(u32),
+    #[error("unknown data source {0}")]
+    UnknownSource(u32),
+    #[error("unknown socket protocol {0}")]
+    UnknownProtocol(u32),
+    #[error("captured length {captured} exceeds the record ({available} bytes follow the header) or the total {total}")]
+    BadCaptureLength { captured: u32, available: usize, total: u64 },
 }
 
 /// Who and when, common to every event.
@@ -42,6 +53,7 @@ pub enum Event {
     Exec(ExecEvent),
     Exit(ExitEvent),
     Tcp(TcpConnEvent),
+    Data(SocketData),
 }
 
 impl Event {
@@ -50,8 +62,26 @@ impl Event {
             Self::Exec(e) => &e.origin,
             Self::Exit(e) => &e.origin,
             Self::Tcp(e) => &e.origin,
+            Self::Data(e) => &e.origin,
         }
     }
+}
+
+/// One send or receive on a TCP or UDP socket and the bytes captured of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SocketData {
+    pub origin: Origin,
+    pub sock_id: u64,
+    pub direction: Direction,
+    pub source: DataSource,
+    pub transport: Transport,
+    pub local: (IpAddr, u16),
+    pub remote: (IpAddr, u16),
+    /// The datagram's own peer on an unconnected UDP socket.
+    pub peer: Option<SocketAddr>,
+    /// Bytes the call moved; `data` holds the leading ones.
+    pub total_len: u64,
+    pub data: Bytes,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,6 +164,46 @@ fn address(family: u32, raw: [u8; 16]) -> Result<IpAddr, DecodeError> {
     }
 }
 
+fn socket_data(bytes: &[u8], origin: Origin) -> Result<SocketData, DecodeError> {
+    let kind = EventKind::SocketData;
+    let raw: SocketDataHeader = record(bytes, kind)?;
+    let body = &bytes[size_of::<SocketDataHeader>()..];
+    let captured = raw.captured_len as usize;
+    if captured > body.len() || captured >= DATA_CAPTURE_MAX || raw.captured_len as u64 > raw.total_len {
+        return Err(DecodeError::BadCaptureLength {
+            captured: raw.captured_len,
+            available: body.len(),
+            total: raw.total_len,
+        });
+    }
+    let direction = match DataDirection::from_u32(raw.direction) {
+        Some(DataDirection::Send) => Direction::Send,
+        Some(DataDirection::Recv) => Direction::Recv,
+        None => return Err(DecodeError::UnknownDirection(raw.direction)),
+    };
+    let transport = match u16::try_from(raw.protocol) {
+        Ok(IPPROTO_TCP) => Transport::Tcp,
+        Ok(IPPROTO_UDP) => Transport::Udp,
+        _ => return Err(DecodeError::UnknownProtocol(raw.protocol)),
+    };
+    let peer = match raw.peer_family {
+        0 => None,
+        family => Some(SocketAddr::new(address(family, raw.peer_addr)?, raw.peer_port)),
+    };
+    Ok(SocketData {
+        origin,
+        sock_id: raw.sock_id,
+        direction,
+        source: DataSource::from_u32(raw.source).ok_or(DecodeError::UnknownSource(raw.source))?,
+        transport,
+        local: (address(raw.family, raw.local_addr)?, raw.local_port),
+        remote: (address(raw.family, raw.remote_addr)?, raw.remote_port),
+        peer,
+        total_len: raw.total_len,
+        data: Bytes::copy_from_slice(&body[..captured]),
+    })
+}
+
 /// Decodes one record as the kernel programs wrote it.
 pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
     let header: EventHeader = read_record(bytes).ok_or(DecodeError::TooShort(bytes.len()))?;
@@ -185,6 +255,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                 duration_ns: raw.duration_ns,
             }))
         }
+        EventKind::SocketData => socket_data(bytes, origin).map(Event::Data),
     }
 }
 

@@ -2,7 +2,7 @@
 //! layouts written into its read-only globals.
 
 use aya::{Ebpf, EbpfLoader};
-use kscope_common::names;
+use kscope_common::{SocketDataConfig, names};
 
 use crate::kernel::KernelFeatures;
 
@@ -10,8 +10,9 @@ use crate::kernel::KernelFeatures;
 /// runs alone on another host.
 static PROBES: &[u8] = aya::include_bytes_aligned!(env!("KSCOPE_PROBES_OBJECT"));
 
-pub fn load(features: &KernelFeatures) -> anyhow::Result<Ebpf> {
+pub fn load(features: &KernelFeatures, socket_data: &SocketDataConfig) -> anyhow::Result<Ebpf> {
     let ebpf = EbpfLoader::new()
+        .override_global(names::SOCKET_DATA_CONFIG, socket_data, true)
         .override_global(names::KERNEL_OFFSETS, &features.offsets, true)
         .override_global(names::TRACEPOINT_LAYOUT, &features.tracepoint_layout, true)
         .load(PROBES)?;

@@ -4,6 +4,7 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used, reason = "tests fail loudly"))]
 
+mod conntrack;
 mod decode;
 mod kernel;
 mod loader;
@@ -49,6 +50,19 @@ enum Command {
         /// Events the queue between buffers and output holds before dropping (counted).
         #[arg(long, default_value_t = 65536, value_parser = clap::value_parser!(u64).range(1..))]
         queue: u64,
+        /// Bytes of each socket send and receive captured (what is cut off is counted).
+        #[arg(long, default_value_t = kscope_common::DATA_CAPTURE_DEFAULT,
+              value_parser = clap::value_parser!(u32).range(0..kscope_common::DATA_CAPTURE_MAX as i64))]
+        capture_bytes: u32,
+        /// Keep the query string of HTTP targets (off: it may carry secrets).
+        #[arg(long)]
+        keep_query: bool,
+        /// Also print one record per socket send/receive (metadata only, never payload).
+        #[arg(long)]
+        data_events: bool,
+        /// Connections the connection table tracks at most (more are counted, not parsed).
+        #[arg(long, default_value_t = 16384, value_parser = clap::value_parser!(u64).range(1..))]
+        connections: u64,
     },
     /// Show, per sensor, the hook form this kernel allows and why better forms were rejected.
     Probe {
@@ -76,7 +90,18 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run { output, hook_form, stats_interval, duration, buffer_pages, queue } => {
+        Command::Run {
+            output,
+            hook_form,
+            stats_interval,
+            duration,
+            buffer_pages,
+            queue,
+            capture_bytes,
+            keep_query,
+            data_events,
+            connections,
+        } => {
             let duration = match duration.map(Duration::try_from_secs_f64).transpose() {
                 Ok(d) => d,
                 Err(err) => {
@@ -91,6 +116,10 @@ fn main() -> ExitCode {
                 duration,
                 pages_per_cpu: buffer_pages,
                 queue_capacity: usize::try_from(queue).unwrap_or(usize::MAX),
+                capture_bytes,
+                privacy: kscope_protocols::Privacy { keep_query },
+                data_events,
+                connections: usize::try_from(connections).unwrap_or(usize::MAX),
             };
             tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -115,7 +144,7 @@ fn main() -> ExitCode {
 /// fentry's load-time refusal is seen), reports which work, and detaches
 /// all of them on exit.
 fn probe(format: OutputFormat) -> anyhow::Result<()> {
-    let mut prepared = run::prepare()?;
+    let mut prepared = run::prepare(kscope_common::DATA_CAPTURE_DEFAULT)?;
     let choices = run::attach_sensors(&mut prepared, None, sensors::Search::EveryForm);
     let mut out = std::io::stdout().lock();
     match format {

@@ -16,7 +16,10 @@ use serde::Serialize;
 #[cfg(test)]
 use serde_json::{Value, json};
 
+use kscope_protocols::{Detail as L7Detail, Direction, Role, Transport};
+
 use crate::{
+    conntrack::{ConnCounts, ExchangeRecord},
     decode::{Event, TcpStep},
     sensors::{HookForm, SensorChoice},
     stats::{LedgerSnapshot, ProgramStats, SensorCounts},
@@ -167,6 +170,45 @@ enum Detail<'a> {
     Exec { ppid: u32, filename: &'a str, filename_truncated: bool },
     Exit { ppid: u32, exit_code: Option<u8>, signal: Option<u8>, lifetime_ns: u64 },
     Tcp(TcpDetail),
+    Data(DataDetail<'a>),
+}
+
+/// A data event's metadata (`--data-events`); never its payload.
+#[derive(Serialize)]
+struct DataDetail<'a> {
+    sock_id: String,
+    transport: &'static str,
+    direction: &'static str,
+    source: &'static str,
+    total_len: u64,
+    captured_len: usize,
+    local_addr: IpAddr,
+    local_port: u16,
+    remote_addr: IpAddr,
+    remote_port: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    peer: Option<&'a std::net::SocketAddr>,
+}
+
+fn transport_name(t: Transport) -> &'static str {
+    match t {
+        Transport::Tcp => "tcp",
+        Transport::Udp => "udp",
+    }
+}
+
+fn direction_name(d: Direction) -> &'static str {
+    match d {
+        Direction::Send => "send",
+        Direction::Recv => "recv",
+    }
+}
+
+fn l7_role(r: Role) -> &'static str {
+    match r {
+        Role::Client => "client",
+        Role::Server => "server",
+    }
 }
 
 #[derive(Serialize)]
@@ -215,6 +257,22 @@ fn record<'a>(event: &'a Event, clock: &Clock) -> EventRecord<'a> {
                     duration_ns: t.duration_ns,
                     never_established: t.never_established,
                 }),
+            }),
+        ),
+        Event::Data(d) => (
+            "socket.data",
+            Detail::Data(DataDetail {
+                sock_id: sock_token(d.sock_id),
+                transport: transport_name(d.transport),
+                direction: direction_name(d.direction),
+                source: d.source.name(),
+                total_len: d.total_len,
+                captured_len: d.data.len(),
+                local_addr: d.local.0,
+                local_port: d.local.1,
+                remote_addr: d.remote.0,
+                remote_port: d.remote.1,
+                peer: d.peer.as_ref(),
             }),
         ),
     };
@@ -288,6 +346,16 @@ pub fn event_line(event: &Event, clock: &Clock) -> String {
             };
             format!("{time} exit    {who} ppid={} {how} lifetime={}", e.ppid, human_duration(e.lifetime_ns))
         }
+        Event::Data(d) => format!(
+            "{time} data    {who} {} -> {} {} {} {} total={} captured={}",
+            endpoint(&d.local),
+            endpoint(&d.remote),
+            transport_name(d.transport),
+            direction_name(d.direction),
+            d.source.name(),
+            d.total_len,
+            d.data.len()
+        ),
         Event::Tcp(t) => {
             let arrow = format!("{} -> {}", endpoint(&t.local), endpoint(&t.remote));
             let role = role(t.role).unwrap_or("unknown");
@@ -306,6 +374,158 @@ pub fn event_line(event: &Event, clock: &Clock) -> String {
     }
 }
 
+/// One completed exchange as a JSON record (README, "Exchanges").
+#[derive(Serialize)]
+struct ExchangeJson<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    time_unix_nano: u64,
+    hook_form: &'static str,
+    protocol: &'static str,
+    role: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    method: Option<&'a str>,
+    target: &'a str,
+    status: Option<u32>,
+    duration_ns: u64,
+    request_bytes: u64,
+    response_bytes: u64,
+    pid: u32,
+    tid: u32,
+    comm: &'a str,
+    cgroup_id: u64,
+    sock_id: String,
+    transport: &'static str,
+    local_addr: IpAddr,
+    local_port: u16,
+    peer_addr: IpAddr,
+    peer_port: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    partial: Option<&'a str>,
+    #[serde(flatten)]
+    detail: ExchangeDetailJson<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum ExchangeDetailJson<'a> {
+    Http {
+        http_version: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        host: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        traceparent: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        stream_id: Option<u32>,
+    },
+    Grpc {
+        grpc_service: &'a str,
+        grpc_method: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        authority: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        grpc_message: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        traceparent: Option<&'a str>,
+        stream_id: u32,
+        request_messages: u32,
+        response_messages: u32,
+    },
+    Dns {
+        dns_id: u16,
+        dns_type: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        dns_rcode: Option<&'a str>,
+        dns_answer_count: u16,
+        dns_addresses: &'a [IpAddr],
+    },
+}
+
+fn exchange_json<'a>(record: &'a ExchangeRecord, clock: &Clock) -> ExchangeJson<'a> {
+    let e = &record.exchange;
+    let o = &record.origin;
+    let detail = match &e.detail {
+        L7Detail::Http(h) => ExchangeDetailJson::Http {
+            http_version: &h.version,
+            host: h.host.as_deref(),
+            traceparent: h.traceparent.as_deref(),
+            stream_id: h.stream_id,
+        },
+        L7Detail::Grpc(g) => ExchangeDetailJson::Grpc {
+            grpc_service: &g.service,
+            grpc_method: &g.method,
+            authority: g.authority.as_deref(),
+            grpc_message: g.grpc_message.as_deref(),
+            traceparent: g.traceparent.as_deref(),
+            stream_id: g.stream_id,
+            request_messages: g.request_messages,
+            response_messages: g.response_messages,
+        },
+        L7Detail::Dns(d) => ExchangeDetailJson::Dns {
+            dns_id: d.id,
+            dns_type: &d.qtype,
+            dns_rcode: d.rcode.as_deref(),
+            dns_answer_count: d.answer_count,
+            dns_addresses: &d.addresses,
+        },
+    };
+    ExchangeJson {
+        kind: "exchange",
+        time_unix_nano: clock.unix_nanos(e.start_ns),
+        hook_form: HookForm::from(o.hook_form).name(),
+        protocol: e.kind.name(),
+        role: l7_role(e.role),
+        method: e.method.as_deref(),
+        target: &e.target,
+        status: e.status,
+        duration_ns: e.end_ns.saturating_sub(e.start_ns),
+        request_bytes: e.request_bytes,
+        response_bytes: e.response_bytes,
+        pid: o.pid,
+        tid: o.tid,
+        comm: &o.comm,
+        cgroup_id: o.cgroup_id,
+        sock_id: sock_token(record.sock_id),
+        transport: transport_name(record.transport),
+        local_addr: record.local.0,
+        local_port: record.local.1,
+        peer_addr: record.peer.0,
+        peer_port: record.peer.1,
+        partial: e.partial.as_deref(),
+        detail,
+    }
+}
+
+/// Appends one exchange's JSON record (no newline) to `out`.
+pub fn write_exchange_json(out: &mut Vec<u8>, record: &ExchangeRecord, clock: &Clock) {
+    let _ = serde_json::to_writer(out, &exchange_json(record, clock));
+}
+
+/// The console line of one exchange.
+pub fn exchange_line(record: &ExchangeRecord, clock: &Clock) -> String {
+    let e = &record.exchange;
+    let o = &record.origin;
+    let time = wall_time(clock.unix_nanos(e.start_ns));
+    let status = e.status.map_or_else(|| "-".to_owned(), |s| s.to_string());
+    let what = match &e.detail {
+        L7Detail::Dns(d) => format!("{} {}", d.qtype, e.target),
+        _ => format!("{} {}", e.method.as_deref().unwrap_or("-"), e.target),
+    };
+    format!(
+        "{time} {:<7} pid={} comm={} {} {} -> {} {what} status={status} duration={} req={}B resp={}B{}",
+        e.kind.name(),
+        o.pid,
+        o.comm,
+        l7_role(e.role),
+        endpoint(&record.local),
+        endpoint(&record.peer),
+        human_duration(e.end_ns.saturating_sub(e.start_ns)),
+        e.request_bytes,
+        e.response_bytes,
+        e.partial.as_ref().map(|p| format!(" partial=\"{p}\"")).unwrap_or_default()
+    )
+}
+
 /// The periodic stats record and the summary at exit share this shape.
 #[derive(Debug, Clone, Serialize)]
 pub struct StatsRecord {
@@ -318,6 +538,8 @@ pub struct StatsRecord {
     pub sensors: Vec<SensorCounts>,
     pub ledger: LedgerSnapshot,
     pub lost_events: u64,
+    /// What the connection table and parsers made of the data events.
+    pub l7: ConnCounts,
 }
 
 pub fn unix_now_ns() -> u64 {
@@ -336,6 +558,11 @@ pub fn stats_lines(stats: &StatsRecord) -> Vec<String> {
         l.queue_dropped,
         l.written
     )];
+    let c = &stats.l7;
+    lines.push(format!(
+        "  l7: {} segments ({} of {} bytes captured), {} exchanges, {} unclassified segments, {} parse errors, {} connections not tracked (table full), {} expired",
+        c.segments, c.bytes_captured, c.bytes_total, c.exchanges, c.unclassified_segments, c.parse_errors, c.table_full, c.expired
+    ));
     for s in &stats.sensors {
         lines.push(format!("  sensor {:<8} emitted={} emit_failed={}", s.sensor, s.emitted, s.emit_failed));
     }

@@ -3,7 +3,7 @@
 
 use std::{
     io::Write,
-    sync::{Arc, atomic::Ordering::Relaxed},
+    sync::{Arc, Mutex, atomic::Ordering::Relaxed},
     time::{Duration, Instant},
 };
 
@@ -13,10 +13,12 @@ use aya::{
     maps::PerCpuArray,
     sys::{Stats, enable_stats},
 };
-use kscope_common::names;
+use kscope_common::{SocketDataConfig, names};
+use kscope_protocols::Privacy;
 use tokio::{signal::unix::SignalKind, sync::mpsc};
 
 use crate::{
+    conntrack::{ConnCounts, ConnTable, ExchangeRecord},
     decode::Event,
     kernel::KernelFeatures,
     loader,
@@ -35,6 +37,13 @@ pub struct RunOptions {
     pub duration: Option<Duration>,
     pub pages_per_cpu: usize,
     pub queue_capacity: usize,
+    /// Bytes of each socket send/receive captured in the kernel.
+    pub capture_bytes: u32,
+    pub privacy: Privacy,
+    /// Print each data event's metadata (never its payload).
+    pub data_events: bool,
+    /// Connections the connection table tracks at most.
+    pub connections: usize,
 }
 
 /// The loaded object and what the kernel offers, before any sensor attaches.
@@ -44,13 +53,15 @@ pub struct Prepared {
 }
 
 /// Preflight, feature detection and load; nothing is attached yet.
-pub fn prepare() -> anyhow::Result<Prepared> {
+pub fn prepare(capture_bytes: u32) -> anyhow::Result<Prepared> {
     preflight::check_capabilities()?;
     if let Some(note) = preflight::ensure_tracefs() {
         tracing::info!("{note}");
     }
     let features = KernelFeatures::detect(&sensors::wanted());
-    let ebpf = loader::load(&features).context("cannot load kscope's eBPF object")?;
+    // kscope's own sockets (its export traffic) would feed back into it.
+    let socket_data = SocketDataConfig { capture_bytes, self_tgid: std::process::id() };
+    let ebpf = loader::load(&features, &socket_data).context("cannot load kscope's eBPF object")?;
     Ok(Prepared { ebpf, features })
 }
 
@@ -70,7 +81,7 @@ pub fn attach_sensors(prepared: &mut Prepared, forced: Option<HookForm>, search:
 }
 
 pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
-    let mut prepared = prepare()?;
+    let mut prepared = prepare(opts.capture_bytes)?;
     let clock = Clock::now();
     let started = Instant::now();
 
@@ -98,7 +109,11 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     if choices.iter().all(|c| c.chosen.is_none()) {
         bail!("no sensor could start on kernel {}; `kscope probe` shows why", features.release);
     }
-    let writer = tokio::spawn(write_events(events, opts.output, clock, Arc::clone(&ledger), opts.queue_capacity));
+    let l7 = Arc::new(Mutex::new(ConnCounts::default()));
+    let table = ConnTable::new(opts.connections, IDLE_CONNECTION_NS, opts.privacy);
+    let sink = Sink { format: opts.output, clock, data_events: opts.data_events };
+    let writer =
+        tokio::spawn(write_events(events, sink, table, Arc::clone(&ledger), Arc::clone(&l7), opts.queue_capacity));
 
     let mut interval = tokio::time::interval(opts.stats_interval);
     interval.tick().await;
@@ -116,7 +131,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             _ = sigterm.recv() => break,
             () = &mut deadline => break,
             _ = interval.tick() => {
-                let record = collect_stats("stats", &ebpf, &choices, &ledger, bpf_stats_enabled, started, possible);
+                let record = collect_stats("stats", &ebpf, &choices, &ledger, &l7, bpf_stats_enabled, started, possible);
                 emit_stats(&record, opts.output)?;
             }
         }
@@ -124,7 +139,8 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
 
     // Detach first so no new events arrive, let the readers drain what is
     // already in the rings, then account for everything.
-    let summary_programs = collect_stats("summary", &ebpf, &choices, &ledger, bpf_stats_enabled, started, possible);
+    let summary_programs =
+        collect_stats("summary", &ebpf, &choices, &ledger, &l7, bpf_stats_enabled, started, possible);
     for choice in &choices {
         for name in &choice.programs {
             sensors::unload(&mut ebpf, name);
@@ -132,7 +148,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     }
     readers.stop().await;
     let _ = writer.await;
-    let mut summary = collect_stats("summary", &ebpf, &choices, &ledger, bpf_stats_enabled, started, possible);
+    let mut summary = collect_stats("summary", &ebpf, &choices, &ledger, &l7, bpf_stats_enabled, started, possible);
     // Program costs as they were while attached.
     summary.programs = summary_programs.programs;
     emit_stats(&summary, opts.output)?;
@@ -191,6 +207,7 @@ fn collect_stats(
     ebpf: &Ebpf,
     choices: &[SensorChoice],
     ledger: &LossLedger,
+    l7: &Mutex<ConnCounts>,
     bpf_stats_enabled: bool,
     started: Instant,
     possible_cpus: usize,
@@ -236,6 +253,7 @@ fn collect_stats(
         sensors,
         lost_events: snapshot.lost(),
         ledger: snapshot,
+        l7: *l7.lock().unwrap_or_else(std::sync::PoisonError::into_inner),
     }
 }
 
@@ -243,17 +261,30 @@ fn collect_stats(
 /// the rings' flush interval, so a slow ring's events still sort in.
 const REORDER_WINDOW_NS: u64 = transport::FLUSH_INTERVAL.as_nanos() as u64 + 50_000_000;
 
-async fn write_events(
-    mut events: mpsc::Receiver<Event>,
+/// Connections with no data for this long are closed and forgotten (UDP
+/// sockets have no close kscope sees; TCP closes may be lost).
+const IDLE_CONNECTION_NS: u64 = 120_000_000_000;
+
+/// Where and how records are printed.
+struct Sink {
     format: OutputFormat,
     clock: Clock,
+    data_events: bool,
+}
+
+async fn write_events(
+    mut events: mpsc::Receiver<Event>,
+    sink: Sink,
+    mut table: ConnTable,
     ledger: Arc<LossLedger>,
+    l7: Arc<Mutex<ConnCounts>>,
     capacity: usize,
 ) {
     let mut reorder = output::Reorder::new(capacity);
     let mut batch = Vec::with_capacity(256);
     let mut tick = tokio::time::interval(Duration::from_millis(50));
     let mut open = true;
+    let mut exchanges = Vec::new();
     while open {
         tokio::select! {
             n = events.recv_many(&mut batch, 256) => {
@@ -264,24 +295,52 @@ async fn write_events(
             }
             _ = tick.tick() => {}
         }
-        let until = if open { output::monotonic_now_ns().saturating_sub(REORDER_WINDOW_NS) } else { u64::MAX };
-        write_lines(&reorder.ready(until), format, &clock, &ledger);
+        let now = output::monotonic_now_ns();
+        let until = if open { now.saturating_sub(REORDER_WINDOW_NS) } else { u64::MAX };
+        let ready = reorder.ready(until);
+        for event in &ready {
+            table.on_event(event, &mut exchanges);
+        }
+        if open {
+            table.expire(until, &mut exchanges);
+        } else {
+            table.close_all(now, &mut exchanges);
+        }
+        write_lines(&ready, &exchanges, &sink, &ledger);
+        exchanges.clear();
+        *l7.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = table.counts();
     }
 }
 
-fn write_lines(events: &[Event], format: OutputFormat, clock: &Clock, ledger: &LossLedger) {
-    if events.is_empty() {
-        return;
-    }
+fn write_lines(events: &[Event], exchanges: &[ExchangeRecord], sink: &Sink, ledger: &LossLedger) {
     let mut text: Vec<u8> = Vec::new();
+    let (mut lines, mut analyzed) = (0u64, 0u64);
     for event in events {
-        match format {
-            OutputFormat::Console => text.extend_from_slice(output::event_line(event, clock).as_bytes()),
-            OutputFormat::Json => output::write_event_json(&mut text, event, clock),
+        if matches!(event, Event::Data(_)) {
+            analyzed += 1;
+            if !sink.data_events {
+                continue;
+            }
+        } else {
+            lines += 1;
+        }
+        match sink.format {
+            OutputFormat::Console => text.extend_from_slice(output::event_line(event, &sink.clock).as_bytes()),
+            OutputFormat::Json => output::write_event_json(&mut text, event, &sink.clock),
         }
         text.push(b'\n');
     }
-    let lines = events.len() as u64;
+    for record in exchanges {
+        match sink.format {
+            OutputFormat::Console => text.extend_from_slice(output::exchange_line(record, &sink.clock).as_bytes()),
+            OutputFormat::Json => output::write_exchange_json(&mut text, record, &sink.clock),
+        }
+        text.push(b'\n');
+    }
+    ledger.analyzed.fetch_add(analyzed, Relaxed);
+    if text.is_empty() {
+        return;
+    }
     let mut out = std::io::stdout().lock();
     if out.write_all(&text).and_then(|()| out.flush()).is_err() {
         // stdout closed (e.g. piped into `head`): keep draining so the

@@ -4,7 +4,7 @@
 //!   kernel: handed to the buffer (per sensor) + refused by a full buffer
 //!   transport: samples read (per CPU) + lost records the kernel reported (per CPU)
 //!   decode: decoded + rejected
-//!   output: written + dropped at the bounded queue
+//!   output: written + analyzed (data events, into the connection table) + dropped at the bounded queue
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
@@ -21,6 +21,8 @@ pub struct LossLedger {
     pub ring_errors: AtomicU64,
     pub queue_dropped: AtomicU64,
     pub written: AtomicU64,
+    /// Data events handed to the connection table (printed or not).
+    pub analyzed: AtomicU64,
 }
 
 impl LossLedger {
@@ -33,6 +35,7 @@ impl LossLedger {
             ring_errors: AtomicU64::new(0),
             queue_dropped: AtomicU64::new(0),
             written: AtomicU64::new(0),
+            analyzed: AtomicU64::new(0),
         }
     }
 
@@ -46,6 +49,7 @@ impl LossLedger {
             ring_errors: self.ring_errors.load(Relaxed),
             queue_dropped: self.queue_dropped.load(Relaxed),
             written: self.written.load(Relaxed),
+            analyzed: self.analyzed.load(Relaxed),
         }
     }
 }
@@ -59,6 +63,7 @@ pub struct LedgerSnapshot {
     pub ring_errors: u64,
     pub queue_dropped: u64,
     pub written: u64,
+    pub analyzed: u64,
 }
 
 impl LedgerSnapshot {

@@ -18,6 +18,8 @@ pub enum BtfError {
     NoStruct(String),
     #[error("struct {strukt} has no member {member} in the kernel's BTF")]
     NoMember { strukt: String, member: String },
+    #[error("enum {enumeration} has no value {name} in the kernel's BTF")]
+    NoEnumValue { enumeration: String, name: String },
     #[error("{strukt}.{member} is a bitfield; programs read whole bytes")]
     Bitfield { strukt: String, member: String },
 }
@@ -97,6 +99,35 @@ impl KernelBtf {
         None
     }
 
+    /// Byte offset of the first of `members` (alternative names a member had
+    /// across kernel versions) that `strukt` has.
+    pub fn member_offset_any(&self, strukt: &str, members: &[&str]) -> Result<u32, BtfError> {
+        let mut last = BtfError::NoStruct(strukt.to_owned());
+        for member in members {
+            match self.member_offset(strukt, member) {
+                Ok(offset) => return Ok(offset),
+                Err(err) => last = err,
+            }
+        }
+        Err(last)
+    }
+
+    /// The value of `name` in `enum enumeration`.
+    pub fn enum_value(&self, enumeration: &str, name: &str) -> Result<u32, BtfError> {
+        let types = self.btf.resolve_types_by_name(enumeration).unwrap_or_default();
+        types
+            .iter()
+            .find_map(|ty| match ty {
+                Type::Enum(e) => e
+                    .members
+                    .iter()
+                    .find(|m| self.btf.resolve_name(*m).is_ok_and(|n| n == name))
+                    .map(btf_rs::EnumMember::val),
+                _ => None,
+            })
+            .ok_or_else(|| BtfError::NoEnumValue { enumeration: enumeration.to_owned(), name: name.to_owned() })
+    }
+
     /// Whether the kernel's BTF has a function of this name (what fentry
     /// attaches to).
     pub fn has_function(&self, name: &str) -> bool {
@@ -109,33 +140,51 @@ impl KernelBtf {
     pub fn kernel_offsets(&self) -> (KernelOffsets, Vec<BtfError>) {
         let mut offsets = KernelOffsets::missing();
         let mut missing = Vec::new();
-        let table: [(&mut u32, &str, &str); 22] = [
-            (&mut offsets.task_real_parent, "task_struct", "real_parent"),
-            (&mut offsets.task_tgid, "task_struct", "tgid"),
-            (&mut offsets.task_start_time, "task_struct", "start_time"),
-            (&mut offsets.task_exit_code, "task_struct", "exit_code"),
-            (&mut offsets.task_group_leader, "task_struct", "group_leader"),
-            (&mut offsets.task_files, "task_struct", "files"),
-            (&mut offsets.files_fdt, "files_struct", "fdt"),
-            (&mut offsets.fdtable_fd, "fdtable", "fd"),
-            (&mut offsets.fdtable_max_fds, "fdtable", "max_fds"),
-            (&mut offsets.file_private_data, "file", "private_data"),
-            (&mut offsets.socket_sk, "socket", "sk"),
-            (&mut offsets.sk_daddr, "sock_common", "skc_daddr"),
-            (&mut offsets.sk_rcv_saddr, "sock_common", "skc_rcv_saddr"),
-            (&mut offsets.sk_dport, "sock_common", "skc_dport"),
-            (&mut offsets.sk_num, "sock_common", "skc_num"),
-            (&mut offsets.sk_family, "sock_common", "skc_family"),
-            (&mut offsets.sk_v6_daddr, "sock_common", "skc_v6_daddr"),
-            (&mut offsets.sk_v6_rcv_saddr, "sock_common", "skc_v6_rcv_saddr"),
-            (&mut offsets.tcp_bytes_received, "tcp_sock", "bytes_received"),
-            (&mut offsets.tcp_bytes_sent, "tcp_sock", "bytes_sent"),
-            (&mut offsets.binprm_filename, "linux_binprm", "filename"),
-            (&mut offsets.sk_state, "sock_common", "skc_state"),
+        let table: [(&mut u32, &str, &[&str]); 31] = [
+            (&mut offsets.task_real_parent, "task_struct", &["real_parent"]),
+            (&mut offsets.task_tgid, "task_struct", &["tgid"]),
+            (&mut offsets.task_start_time, "task_struct", &["start_time"]),
+            (&mut offsets.task_exit_code, "task_struct", &["exit_code"]),
+            (&mut offsets.task_group_leader, "task_struct", &["group_leader"]),
+            (&mut offsets.task_files, "task_struct", &["files"]),
+            (&mut offsets.files_fdt, "files_struct", &["fdt"]),
+            (&mut offsets.fdtable_fd, "fdtable", &["fd"]),
+            (&mut offsets.fdtable_max_fds, "fdtable", &["max_fds"]),
+            (&mut offsets.file_private_data, "file", &["private_data"]),
+            (&mut offsets.socket_sk, "socket", &["sk"]),
+            (&mut offsets.sk_daddr, "sock_common", &["skc_daddr"]),
+            (&mut offsets.sk_rcv_saddr, "sock_common", &["skc_rcv_saddr"]),
+            (&mut offsets.sk_dport, "sock_common", &["skc_dport"]),
+            (&mut offsets.sk_num, "sock_common", &["skc_num"]),
+            (&mut offsets.sk_family, "sock_common", &["skc_family"]),
+            (&mut offsets.sk_v6_daddr, "sock_common", &["skc_v6_daddr"]),
+            (&mut offsets.sk_v6_rcv_saddr, "sock_common", &["skc_v6_rcv_saddr"]),
+            (&mut offsets.tcp_bytes_received, "tcp_sock", &["bytes_received"]),
+            (&mut offsets.tcp_bytes_sent, "tcp_sock", &["bytes_sent"]),
+            (&mut offsets.binprm_filename, "linux_binprm", &["filename"]),
+            (&mut offsets.sk_state, "sock_common", &["skc_state"]),
+            (&mut offsets.file_f_inode, "file", &["f_inode"]),
+            (&mut offsets.inode_i_mode, "inode", &["i_mode"]),
+            (&mut offsets.sk_protocol, "sock", &["sk_protocol"]),
+            (&mut offsets.msghdr_msg_name, "msghdr", &["msg_name"]),
+            (&mut offsets.msghdr_msg_iter, "msghdr", &["msg_iter"]),
+            (&mut offsets.iov_iter_type, "iov_iter", &["iter_type"]),
+            (&mut offsets.iov_iter_ubuf, "iov_iter", &["ubuf"]),
+            // Renamed when ITER_UBUF arrived (6.4).
+            (&mut offsets.iov_iter_iov, "iov_iter", &["__iov", "iov"]),
+            (&mut offsets.iov_iter_nr_segs, "iov_iter", &["nr_segs"]),
         ];
         for (slot, strukt, member) in table {
-            match self.member_offset(strukt, member) {
+            match self.member_offset_any(strukt, member) {
                 Ok(offset) => *slot = offset,
+                Err(err) => missing.push(err),
+            }
+        }
+        // `enum iter_type` was renumbered in 6.4; the programs compare against these.
+        for (slot, name) in [(&mut offsets.iter_ubuf_value, "ITER_UBUF"), (&mut offsets.iter_iovec_value, "ITER_IOVEC")]
+        {
+            match self.enum_value("iter_type", name) {
+                Ok(value) => *slot = value,
                 Err(err) => missing.push(err),
             }
         }

@@ -9,6 +9,7 @@
 //! whole agent.
 
 pub mod process;
+pub mod socket_data;
 pub mod tcp;
 
 use std::fmt;
@@ -126,7 +127,7 @@ pub struct SensorSpec {
 }
 
 /// The one list of sensors.
-pub static SENSORS: &[&SensorSpec] = &[&process::SENSOR, &tcp::SENSOR];
+pub static SENSORS: &[&SensorSpec] = &[&process::SENSOR, &tcp::SENSOR, &socket_data::SENSOR];
 
 /// Every function and tracepoint any form may use, for feature detection.
 pub fn wanted() -> Wanted {

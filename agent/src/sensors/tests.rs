@@ -46,6 +46,12 @@ fn preference_orders_are_the_measured_ones() {
     let expected = vec![HookForm::Tracepoint, HookForm::Fentry, HookForm::Kprobe];
     assert_eq!(order(&process::SENSOR), expected);
     assert_eq!(order(&tcp::SENSOR), expected);
+    assert_eq!(order(&socket_data::SENSOR), vec![HookForm::Fentry, HookForm::Kprobe, HookForm::Tracepoint]);
+}
+
+/// The sensors whose tracepoint form comes first.
+fn tracepoint_first(name: &str) -> bool {
+    name != socket_data::SENSOR.name
 }
 
 #[test]
@@ -59,13 +65,13 @@ fn kernel_without_tracefs_falls_back_to_fentry_then_kprobe() {
     assert_eq!(result.len(), SENSORS.len());
     for choice in result {
         assert_eq!(choice.chosen, Some(HookForm::Kprobe), "{}", choice.sensor);
-        assert_eq!(
-            choice.rejected,
-            vec![
-                Rejection { form: HookForm::Tracepoint, reason: "tracefs is not mounted".into() },
-                Rejection { form: HookForm::Fentry, reason: "fexit:bprm_execve: EPERM from BPF_PROG_LOAD".into() },
-            ]
-        );
+        let fentry = Rejection { form: HookForm::Fentry, reason: "fexit:bprm_execve: EPERM from BPF_PROG_LOAD".into() };
+        let expected = if tracepoint_first(choice.sensor) {
+            vec![Rejection { form: HookForm::Tracepoint, reason: "tracefs is not mounted".into() }, fentry]
+        } else {
+            vec![fentry]
+        };
+        assert_eq!(choice.rejected, expected);
         assert_eq!(choice.programs, vec!["p".to_owned()]);
     }
 }
@@ -95,7 +101,18 @@ fn no_btf_leaves_tracepoints_degraded() {
     features.btf_functions = BTreeSet::new();
     features.offset_errors = vec!["no kernel BTF".into()];
     let result = choose_and_attach(&features, None, Search::EveryForm, |_| Ok(Vec::new()));
-    for choice in &result {
+    // Socket data reads sockets through struct offsets on every form.
+    let data = result.iter().find(|c| c.sensor == socket_data::SENSOR.name).unwrap();
+    assert_eq!(data.chosen, None);
+    assert_eq!(
+        data.rejected.iter().map(|r| r.reason.as_str()).collect::<Vec<_>>(),
+        vec![
+            "fentry needs kernel BTF: no kernel BTF",
+            "needs kernel struct offsets from BTF: no kernel BTF",
+            "needs kernel struct offsets from BTF: no kernel BTF"
+        ]
+    );
+    for choice in result.iter().filter(|c| tracepoint_first(c.sensor)) {
         assert_eq!(choice.chosen, Some(HookForm::Tracepoint));
         assert!(choice.rejected.is_empty());
         assert!(choice.degraded.as_deref().is_some_and(|d| d.starts_with("without kernel BTF")));
@@ -139,6 +156,7 @@ fn attach_failure_moves_on_to_the_next_form() {
         _ => Ok(Vec::new()),
     });
     assert!(result.iter().all(|c| c.chosen == Some(HookForm::Fentry)));
+    assert!(!result.iter().any(|c| c.rejected.iter().any(|r| r.form == HookForm::Fentry)));
 }
 
 #[test]
@@ -148,7 +166,11 @@ fn wanted_lists_every_hook_once() {
         assert!(wanted.functions.contains(f), "{f}");
     }
     assert!(wanted.tracepoints.contains(&("sock".to_owned(), "inet_sock_set_state".to_owned())));
-    assert_eq!(wanted.tracepoints.len(), 5);
+    for f in ["tcp_sendmsg", "tcp_recvmsg", "udp_sendmsg", "udp_recvmsg", "udpv6_sendmsg", "udpv6_recvmsg"] {
+        assert!(wanted.functions.contains(f), "{f}");
+    }
+    // process 2, tcp 3, socket data 11 syscalls × enter and exit.
+    assert_eq!(wanted.tracepoints.len(), 5 + 22);
 }
 
 #[test]
@@ -162,6 +184,11 @@ fn probe_reports_every_fallback() {
     });
     for choice in result {
         assert_eq!(choice.chosen, Some(HookForm::Tracepoint));
+        if !tracepoint_first(choice.sensor) {
+            assert_eq!(choice.rejected.len(), 2, "{choice:?}");
+            assert!(choice.fallbacks.is_empty());
+            continue;
+        }
         assert_eq!(
             choice.fallbacks,
             vec![
@@ -182,5 +209,5 @@ fn run_stops_at_the_first_form_that_works() {
         tried.push(form.form);
         Ok(Vec::new())
     });
-    assert_eq!(tried, vec![HookForm::Tracepoint, HookForm::Tracepoint]);
+    assert_eq!(tried, vec![HookForm::Tracepoint, HookForm::Tracepoint, HookForm::Fentry]);
 }

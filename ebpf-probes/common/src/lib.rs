@@ -20,6 +20,9 @@ pub enum EventKind {
     TcpConnect = 3,
     TcpAccept = 4,
     TcpClose = 5,
+    /// Leading bytes of one socket send or receive: a [`SocketDataHeader`]
+    /// followed by `captured_len` payload bytes.
+    SocketData = 6,
 }
 
 impl EventKind {
@@ -30,6 +33,7 @@ impl EventKind {
             3 => Some(Self::TcpConnect),
             4 => Some(Self::TcpAccept),
             5 => Some(Self::TcpClose),
+            6 => Some(Self::SocketData),
             _ => None,
         }
     }
@@ -154,6 +158,152 @@ pub struct TcpEvent {
     pub duration_ns: u64,
 }
 
+/// Largest capture the kernel programs can make per call (exclusive): the
+/// capture size is masked with `DATA_CAPTURE_MAX - 1`, which the verifier
+/// needs to bound every copy. A power of two.
+pub const DATA_CAPTURE_MAX: usize = 8192;
+/// Default bytes captured per call: a typical HTTP header block.
+pub const DATA_CAPTURE_DEFAULT: u32 = 4096;
+
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DataDirection {
+    Send = 1,
+    Recv = 2,
+}
+
+impl DataDirection {
+    pub const fn from_u32(value: u32) -> Option<Self> {
+        match value {
+            1 => Some(Self::Send),
+            2 => Some(Self::Recv),
+            _ => None,
+        }
+    }
+}
+
+/// Which call moved the bytes: a syscall (tracepoint form) or a kernel
+/// function (kprobe and fentry forms).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DataSource {
+    Read = 1,
+    Write = 2,
+    Readv = 3,
+    Writev = 4,
+    Sendto = 5,
+    Recvfrom = 6,
+    Sendmsg = 7,
+    Recvmsg = 8,
+    Sendmmsg = 9,
+    Recvmmsg = 10,
+    Sendfile = 11,
+    TcpSendmsg = 12,
+    TcpRecvmsg = 13,
+    UdpSendmsg = 14,
+    UdpRecvmsg = 15,
+}
+
+impl DataSource {
+    pub const ALL: [Self; 15] = [
+        Self::Read,
+        Self::Write,
+        Self::Readv,
+        Self::Writev,
+        Self::Sendto,
+        Self::Recvfrom,
+        Self::Sendmsg,
+        Self::Recvmsg,
+        Self::Sendmmsg,
+        Self::Recvmmsg,
+        Self::Sendfile,
+        Self::TcpSendmsg,
+        Self::TcpRecvmsg,
+        Self::UdpSendmsg,
+        Self::UdpRecvmsg,
+    ];
+
+    pub const fn from_u32(value: u32) -> Option<Self> {
+        let mut i = 0;
+        while i < Self::ALL.len() {
+            if Self::ALL[i] as u32 == value {
+                return Some(Self::ALL[i]);
+            }
+            i += 1;
+        }
+        None
+    }
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Read => "read",
+            Self::Write => "write",
+            Self::Readv => "readv",
+            Self::Writev => "writev",
+            Self::Sendto => "sendto",
+            Self::Recvfrom => "recvfrom",
+            Self::Sendmsg => "sendmsg",
+            Self::Recvmsg => "recvmsg",
+            Self::Sendmmsg => "sendmmsg",
+            Self::Recvmmsg => "recvmmsg",
+            Self::Sendfile => "sendfile",
+            Self::TcpSendmsg => "tcp_sendmsg",
+            Self::TcpRecvmsg => "tcp_recvmsg",
+            Self::UdpSendmsg => "udp_sendmsg",
+            Self::UdpRecvmsg => "udp_recvmsg",
+        }
+    }
+}
+
+pub const IPPROTO_UDP: u16 = 17;
+
+/// One send or receive on a TCP or UDP socket (one message of a
+/// `sendmmsg`/`recvmmsg`). `captured_len` payload bytes follow it in the
+/// record. Addresses as in [`TcpEvent`]; `peer_*` is the datagram's own
+/// address on an unconnected UDP socket (`sendto`, `recvfrom`, `msg_name`),
+/// family zero otherwise.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct SocketDataHeader {
+    pub header: EventHeader,
+    /// `struct sock` address, as `TcpEvent::sock_id`.
+    pub sock_id: u64,
+    /// Bytes the call moved. More than `captured_len` means the rest was
+    /// not captured (capture size, or pages the kernel sent itself).
+    pub total_len: u64,
+    pub captured_len: u32,
+    pub direction: u32,
+    pub source: u32,
+    /// IPPROTO_TCP or IPPROTO_UDP.
+    pub protocol: u32,
+    pub family: u32,
+    pub local_port: u16,
+    pub remote_port: u16,
+    pub local_addr: [u8; 16],
+    pub remote_addr: [u8; 16],
+    pub peer_family: u32,
+    pub peer_port: u16,
+    pub _pad: u16,
+    pub peer_addr: [u8; 16],
+}
+
+/// The read-only settings of the socket data sensor.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SocketDataConfig {
+    /// Bytes captured per call, below [`DATA_CAPTURE_MAX`].
+    pub capture_bytes: u32,
+    /// kscope's own process, whose sockets are never captured (its export
+    /// traffic would feed back into itself).
+    pub self_tgid: u32,
+}
+
+impl SocketDataConfig {
+    pub const fn default_config() -> Self {
+        Self { capture_bytes: DATA_CAPTURE_DEFAULT, self_tgid: 0 }
+    }
+}
+
 /// Byte offsets of kernel struct members, read from the running kernel's BTF
 /// by the daemon and written into the programs' read-only data before load.
 /// A value of `u32::MAX` means "not present on this kernel"; the program
@@ -184,6 +334,21 @@ pub struct KernelOffsets {
     pub binprm_filename: u32,
     /// `sock_common.skc_state`, a single byte.
     pub sk_state: u32,
+    pub file_f_inode: u32,
+    pub inode_i_mode: u32,
+    pub sk_protocol: u32,
+    /// Kernel `struct msghdr` and its `iov_iter`.
+    pub msghdr_msg_name: u32,
+    pub msghdr_msg_iter: u32,
+    pub iov_iter_type: u32,
+    /// `iov_iter.ubuf` (single user buffer).
+    pub iov_iter_ubuf: u32,
+    /// `iov_iter.__iov` (6.4+) or `iov` (before): the user iovec array.
+    pub iov_iter_iov: u32,
+    pub iov_iter_nr_segs: u32,
+    /// Values of `enum iter_type` on this kernel (they were renumbered in 6.4).
+    pub iter_ubuf_value: u32,
+    pub iter_iovec_value: u32,
 }
 
 pub const OFFSET_MISSING: u32 = u32::MAX;
@@ -213,6 +378,17 @@ impl KernelOffsets {
             tcp_bytes_sent: OFFSET_MISSING,
             binprm_filename: OFFSET_MISSING,
             sk_state: OFFSET_MISSING,
+            file_f_inode: OFFSET_MISSING,
+            inode_i_mode: OFFSET_MISSING,
+            sk_protocol: OFFSET_MISSING,
+            msghdr_msg_name: OFFSET_MISSING,
+            msghdr_msg_iter: OFFSET_MISSING,
+            iov_iter_type: OFFSET_MISSING,
+            iov_iter_ubuf: OFFSET_MISSING,
+            iov_iter_iov: OFFSET_MISSING,
+            iov_iter_nr_segs: OFFSET_MISSING,
+            iter_ubuf_value: OFFSET_MISSING,
+            iter_iovec_value: OFFSET_MISSING,
         }
     }
 }
@@ -241,6 +417,11 @@ pub struct TracepointLayout {
     pub sk_daddr_v6: u32,
     /// syscalls:sys_exit_accept{,4} `ret`.
     pub accept_ret: u32,
+    /// First argument of a `syscalls:sys_enter_*` record (`sys_enter_read`'s
+    /// `fd`); the others follow, eight bytes each.
+    pub syscall_args: u32,
+    /// `ret` of a `syscalls:sys_exit_*` record (`sys_exit_read`'s).
+    pub syscall_ret: u32,
 }
 
 impl TracepointLayout {
@@ -260,6 +441,8 @@ impl TracepointLayout {
             sk_saddr_v6: OFFSET_MISSING,
             sk_daddr_v6: OFFSET_MISSING,
             accept_ret: OFFSET_MISSING,
+            syscall_args: OFFSET_MISSING,
+            syscall_ret: OFFSET_MISSING,
         }
     }
 }
@@ -286,6 +469,7 @@ pub mod names {
     pub const TRACEPOINT_LAYOUT: &str = "TRACEPOINT_LAYOUT";
     pub const EVENTS: &str = "EVENTS";
     pub const EVENTS_EMITTED: &str = "EVENTS_EMITTED";
+    pub const SOCKET_DATA_CONFIG: &str = "SOCKET_DATA_CONFIG";
 }
 
 /// Slots of the per-CPU `EVENTS_EMITTED` counter array: how many events each
@@ -297,6 +481,10 @@ pub mod counter_slot {
     pub const TCP_OUT: u32 = 2;
     pub const TCP_OUT_FAILED: u32 = 3;
     pub const TCP_TABLE_FULL: u32 = 4;
+    pub const DATA_OUT: u32 = 5;
+    pub const DATA_OUT_FAILED: u32 = 6;
+    /// A call whose arguments found the in-flight table full (not captured).
+    pub const DATA_INFLIGHT_FULL: u32 = 7;
     pub const COUNT: u32 = 8;
 }
 
@@ -307,6 +495,7 @@ mod pod {
     // is uninitialised.
     unsafe impl aya::Pod for super::KernelOffsets {}
     unsafe impl aya::Pod for super::TracepointLayout {}
+    unsafe impl aya::Pod for super::SocketDataConfig {}
 }
 
 #[cfg(test)]
@@ -322,8 +511,9 @@ mod tests {
         assert_eq!(size_of::<ProcessExecEvent>(), 48 + 16 + FILENAME_LEN);
         assert_eq!(size_of::<ProcessExitEvent>(), 48 + 16);
         assert_eq!(size_of::<TcpEvent>(), 48 + 8 + 8 + 8 + 32 + 24);
-        assert_eq!(size_of::<KernelOffsets>(), 22 * 4);
-        assert_eq!(size_of::<TracepointLayout>(), 14 * 4);
+        assert_eq!(size_of::<SocketDataHeader>(), 48 + 16 + 20 + 4 + 32 + 8 + 16);
+        assert_eq!(size_of::<KernelOffsets>(), 33 * 4);
+        assert_eq!(size_of::<TracepointLayout>(), 16 * 4);
     }
 
     #[test]
@@ -334,10 +524,15 @@ mod tests {
             EventKind::TcpConnect,
             EventKind::TcpAccept,
             EventKind::TcpClose,
+            EventKind::SocketData,
         ] {
             assert_eq!(EventKind::from_u32(kind as u32), Some(kind));
         }
         assert_eq!(EventKind::from_u32(0), None);
-        assert_eq!(EventKind::from_u32(6), None);
+        assert_eq!(EventKind::from_u32(7), None);
+        for source in DataSource::ALL {
+            assert_eq!(DataSource::from_u32(source as u32), Some(source));
+        }
+        assert_eq!(DataSource::from_u32(0), None);
     }
 }

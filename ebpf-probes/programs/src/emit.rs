@@ -4,6 +4,7 @@
 use aya_ebpf::{
     EbpfContext,
     bindings::BPF_F_CURRENT_CPU,
+    cty::c_void,
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns,
         generated::bpf_perf_event_output,
@@ -42,6 +43,15 @@ pub fn output<C: EbpfContext, E>(ctx: &C, event: &E, slot: u32) {
             size_of::<E>() as u64,
         )
     };
+    count(if ret == 0 { slot } else { slot + 1 });
+}
+
+/// Writes `size` bytes at `record` (a variable-length record) to this
+/// CPU's buffer, counted as [`output`] does.
+#[inline(always)]
+pub fn output_bytes<C: EbpfContext>(ctx: &C, record: *mut c_void, size: u64, slot: u32) {
+    let map = core::ptr::from_ref(&EVENTS).cast_mut().cast();
+    let ret = unsafe { bpf_perf_event_output(ctx.as_ptr(), map, u64::from(BPF_F_CURRENT_CPU as u32), record, size) };
     count(if ret == 0 { slot } else { slot + 1 });
 }
 

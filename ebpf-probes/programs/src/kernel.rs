@@ -3,7 +3,7 @@
 //! data, not code: one object works on every kernel.
 
 use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel};
-use kscope_common::{KernelOffsets, OFFSET_MISSING, TracepointLayout};
+use kscope_common::{AF_INET, AF_INET6, KernelOffsets, OFFSET_MISSING, TracepointLayout};
 
 #[unsafe(no_mangle)]
 pub(crate) static KERNEL_OFFSETS: KernelOffsets = KernelOffsets::missing();
@@ -59,10 +59,10 @@ pub fn current_process_lifetime(now_ns: u64) -> u64 {
     }
 }
 
-/// The `struct sock` behind file descriptor `fd` of the current task:
-/// task->files->fdt->fd[fd]->private_data (a `struct socket`)->sk.
+/// The `struct file` behind file descriptor `fd` of the current task:
+/// task->files->fdt->fd[fd].
 #[inline(always)]
-pub fn current_fd_sock(fd: u32) -> Result<u64, i32> {
+pub fn current_fd_file(fd: u32) -> Result<u64, i32> {
     let files: u64 = read(current_task(), offset!(task_files))?;
     let fdt: u64 = read(files, offset!(files_fdt))?;
     let max_fds: u32 = read(fdt, offset!(fdtable_max_fds))?;
@@ -70,7 +70,32 @@ pub fn current_fd_sock(fd: u32) -> Result<u64, i32> {
         return Err(-1);
     }
     let fd_array: u64 = read(fdt, offset!(fdtable_fd))?;
-    let file: u64 = unsafe { bpf_probe_read_kernel((fd_array + u64::from(fd) * 8) as *const u64)? };
+    unsafe { bpf_probe_read_kernel((fd_array + u64::from(fd) * 8) as *const u64) }
+}
+
+/// The `struct sock` behind file descriptor `fd`, for a descriptor known to
+/// be a socket (accept's result): file->private_data (a `struct socket`)->sk.
+#[inline(always)]
+pub fn current_fd_sock(fd: u32) -> Result<u64, i32> {
+    let file = current_fd_file(fd)?;
+    let socket: u64 = read(file, offset!(file_private_data))?;
+    read(socket, offset!(socket_sk))
+}
+
+const S_IFMT: u16 = 0o170000;
+const S_IFSOCK: u16 = 0o140000;
+
+/// The `struct sock` behind `fd` when it is a socket, `Err` for files,
+/// pipes and everything else: the inode's mode says, before
+/// `private_data` is trusted to be a `struct socket`.
+#[inline(always)]
+pub fn current_fd_socket_sock(fd: u32) -> Result<u64, i32> {
+    let file = current_fd_file(fd)?;
+    let inode: u64 = read(file, offset!(file_f_inode))?;
+    let mode: u16 = read(inode, offset!(inode_i_mode))?;
+    if mode & S_IFMT != S_IFSOCK {
+        return Err(-1);
+    }
     let socket: u64 = read(file, offset!(file_private_data))?;
     read(socket, offset!(socket_sk))
 }
@@ -84,3 +109,38 @@ pub fn tp_read<T>(ctx: &aya_ebpf::programs::TracePointContext, offset: u32) -> R
     }
     unsafe { ctx.read_at(offset as usize) }
 }
+
+#[derive(Clone, Copy)]
+pub struct Endpoints {
+    pub family: u32,
+    pub local_port: u16,
+    pub remote_port: u16,
+    pub local_addr: [u8; 16],
+    pub remote_addr: [u8; 16],
+}
+
+impl Endpoints {
+    pub const fn empty() -> Self {
+        Self { family: 0, local_port: 0, remote_port: 0, local_addr: [0; 16], remote_addr: [0; 16] }
+    }
+}
+
+/// Addresses read from a `struct sock` (kprobe and fentry forms, and
+/// accept in the tracepoint form).
+#[inline(always)]
+pub fn sock_endpoints(sk: u64, ends: &mut Endpoints) {
+    let family: u16 = read(sk, offset!(sk_family)).unwrap_or(0);
+    ends.family = u32::from(family);
+    ends.local_port = read(sk, offset!(sk_num)).unwrap_or(0);
+    ends.remote_port = u16::from_be(read(sk, offset!(sk_dport)).unwrap_or(0));
+    if family == AF_INET {
+        let local: [u8; 4] = read(sk, offset!(sk_rcv_saddr)).unwrap_or([0; 4]);
+        let remote: [u8; 4] = read(sk, offset!(sk_daddr)).unwrap_or([0; 4]);
+        ends.local_addr[..4].copy_from_slice(&local);
+        ends.remote_addr[..4].copy_from_slice(&remote);
+    } else if family == AF_INET6 {
+        ends.local_addr = read(sk, offset!(sk_v6_rcv_saddr)).unwrap_or([0; 16]);
+        ends.remote_addr = read(sk, offset!(sk_v6_daddr)).unwrap_or([0; 16]);
+    }
+}
+

@@ -7,6 +7,7 @@
 mod emit;
 mod kernel;
 mod process;
+mod socket_data;
 mod tcp;
 
 // fentry/fexit programs and the GPL-only helpers need a GPL-compatible licence.

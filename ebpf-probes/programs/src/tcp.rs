@@ -24,7 +24,7 @@ use kscope_common::{
 
 use crate::{
     emit::{count, current_header, output},
-    kernel::{self, layout, offset},
+    kernel::{self, Endpoints, layout, offset, sock_endpoints},
 };
 
 /// What kscope knows of a live connection, by `struct sock` address.
@@ -43,21 +43,6 @@ struct Connection {
 #[map]
 static CONNECTIONS: HashMap<u64, Connection> = HashMap::with_max_entries(65536, 0);
 
-#[derive(Clone, Copy)]
-struct Endpoints {
-    family: u32,
-    local_port: u16,
-    remote_port: u16,
-    local_addr: [u8; 16],
-    remote_addr: [u8; 16],
-}
-
-impl Endpoints {
-    const fn empty() -> Self {
-        Self { family: 0, local_port: 0, remote_port: 0, local_addr: [0; 16], remote_addr: [0; 16] }
-    }
-}
-
 /// Where a state change's addresses come from. Read only when an event is
 /// emitted, because reading a sock costs several probe reads.
 #[derive(Clone, Copy)]
@@ -75,25 +60,6 @@ impl EndpointSource<'_> {
             Self::Sock(sk) => sock_endpoints(sk, ends),
             Self::Tracepoint(ctx) => tracepoint_endpoints(ctx, ends),
         }
-    }
-}
-
-/// Addresses read from a `struct sock` (kprobe and fentry forms, and
-/// accept in the tracepoint form).
-#[inline(always)]
-fn sock_endpoints(sk: u64, ends: &mut Endpoints) {
-    let family: u16 = kernel::read(sk, offset!(sk_family)).unwrap_or(0);
-    ends.family = u32::from(family);
-    ends.local_port = kernel::read(sk, offset!(sk_num)).unwrap_or(0);
-    ends.remote_port = u16::from_be(kernel::read(sk, offset!(sk_dport)).unwrap_or(0));
-    if family == AF_INET {
-        let local: [u8; 4] = kernel::read(sk, offset!(sk_rcv_saddr)).unwrap_or([0; 4]);
-        let remote: [u8; 4] = kernel::read(sk, offset!(sk_daddr)).unwrap_or([0; 4]);
-        ends.local_addr[..4].copy_from_slice(&local);
-        ends.remote_addr[..4].copy_from_slice(&remote);
-    } else if family == AF_INET6 {
-        ends.local_addr = kernel::read(sk, offset!(sk_v6_rcv_saddr)).unwrap_or([0; 16]);
-        ends.remote_addr = kernel::read(sk, offset!(sk_v6_daddr)).unwrap_or([0; 16]);
     }
 }
 

@@ -1,0 +1,129 @@
+//! Socket payloads: the leading bytes of each send and receive on TCP and
+//! UDP sockets. Programs: ebpf-probes/programs/src/socket_data.rs.
+
+use super::{Attach, FormSpec, HookForm, ProgramSpec, SensorSpec};
+
+/// fentry and kprobe first: they fire only for TCP and UDP sends and
+/// receives, where the syscall tracepoints fire for every read and write of
+/// every file and pipe on the host (each costing an fd lookup before it
+/// can tell it is not a socket). They also see bytes sent by sendfile and
+/// splice, which reach `tcp_sendmsg` as kernel pages (counted, not
+/// captured). The tracepoint form is what kernels without kprobes or
+/// fentry (this repository's CI host) run.
+pub static SENSOR: SensorSpec = SensorSpec {
+    name: "socket_data",
+    description: "leading bytes of TCP and UDP sends and receives",
+    counter_slot: kscope_common::counter_slot::DATA_OUT,
+    table_full_slot: Some(kscope_common::counter_slot::DATA_INFLIGHT_FULL),
+    forms: &[
+        FormSpec {
+            form: HookForm::Fentry,
+            programs: &[
+                ProgramSpec { program: "data_tcp_send_fe", attach: Attach::Fentry("tcp_sendmsg") },
+                ProgramSpec { program: "data_tcp_send_fx", attach: Attach::Fexit("tcp_sendmsg") },
+                ProgramSpec { program: "data_tcp_recv_fe", attach: Attach::Fentry("tcp_recvmsg") },
+                ProgramSpec { program: "data_tcp_recv_fx", attach: Attach::Fexit("tcp_recvmsg") },
+                ProgramSpec { program: "data_udp_send_fe", attach: Attach::Fentry("udp_sendmsg") },
+                ProgramSpec { program: "data_udp_send_fx", attach: Attach::Fexit("udp_sendmsg") },
+                ProgramSpec { program: "data_udp_recv_fe", attach: Attach::Fentry("udp_recvmsg") },
+                ProgramSpec { program: "data_udp_recv_fx", attach: Attach::Fexit("udp_recvmsg") },
+                ProgramSpec { program: "data_udp6_send_fe", attach: Attach::Fentry("udpv6_sendmsg") },
+                ProgramSpec { program: "data_udp6_send_fx", attach: Attach::Fexit("udpv6_sendmsg") },
+                ProgramSpec { program: "data_udp6_recv_fe", attach: Attach::Fentry("udpv6_recvmsg") },
+                ProgramSpec { program: "data_udp6_recv_fx", attach: Attach::Fexit("udpv6_recvmsg") },
+            ],
+            needs_struct_offsets: true,
+            without_btf: "",
+        },
+        FormSpec {
+            form: HookForm::Kprobe,
+            programs: &[
+                ProgramSpec { program: "data_tcp_send_kp", attach: Attach::Kprobe("tcp_sendmsg") },
+                ProgramSpec { program: "data_tcp_send_krp", attach: Attach::Kretprobe("tcp_sendmsg") },
+                ProgramSpec { program: "data_tcp_recv_kp", attach: Attach::Kprobe("tcp_recvmsg") },
+                ProgramSpec { program: "data_tcp_recv_krp", attach: Attach::Kretprobe("tcp_recvmsg") },
+                ProgramSpec { program: "data_udp_send_kp", attach: Attach::Kprobe("udp_sendmsg") },
+                ProgramSpec { program: "data_udp_send_krp", attach: Attach::Kretprobe("udp_sendmsg") },
+                ProgramSpec { program: "data_udp_recv_kp", attach: Attach::Kprobe("udp_recvmsg") },
+                ProgramSpec { program: "data_udp_recv_krp", attach: Attach::Kretprobe("udp_recvmsg") },
+                ProgramSpec { program: "data_udp6_send_kp", attach: Attach::Kprobe("udpv6_sendmsg") },
+                ProgramSpec { program: "data_udp6_send_krp", attach: Attach::Kretprobe("udpv6_sendmsg") },
+                ProgramSpec { program: "data_udp6_recv_kp", attach: Attach::Kprobe("udpv6_recvmsg") },
+                ProgramSpec { program: "data_udp6_recv_krp", attach: Attach::Kretprobe("udpv6_recvmsg") },
+            ],
+            needs_struct_offsets: true,
+            without_btf: "",
+        },
+        FormSpec {
+            form: HookForm::Tracepoint,
+            programs: &[
+                ProgramSpec { program: "data_read_enter", attach: Attach::Tracepoint("syscalls", "sys_enter_read") },
+                ProgramSpec { program: "data_read_exit", attach: Attach::Tracepoint("syscalls", "sys_exit_read") },
+                ProgramSpec { program: "data_write_enter", attach: Attach::Tracepoint("syscalls", "sys_enter_write") },
+                ProgramSpec { program: "data_write_exit", attach: Attach::Tracepoint("syscalls", "sys_exit_write") },
+                ProgramSpec { program: "data_readv_enter", attach: Attach::Tracepoint("syscalls", "sys_enter_readv") },
+                ProgramSpec { program: "data_readv_exit", attach: Attach::Tracepoint("syscalls", "sys_exit_readv") },
+                ProgramSpec {
+                    program: "data_writev_enter",
+                    attach: Attach::Tracepoint("syscalls", "sys_enter_writev"),
+                },
+                ProgramSpec { program: "data_writev_exit", attach: Attach::Tracepoint("syscalls", "sys_exit_writev") },
+                ProgramSpec {
+                    program: "data_sendto_enter",
+                    attach: Attach::Tracepoint("syscalls", "sys_enter_sendto"),
+                },
+                ProgramSpec { program: "data_sendto_exit", attach: Attach::Tracepoint("syscalls", "sys_exit_sendto") },
+                ProgramSpec {
+                    program: "data_recvfrom_enter",
+                    attach: Attach::Tracepoint("syscalls", "sys_enter_recvfrom"),
+                },
+                ProgramSpec {
+                    program: "data_recvfrom_exit",
+                    attach: Attach::Tracepoint("syscalls", "sys_exit_recvfrom"),
+                },
+                ProgramSpec {
+                    program: "data_sendmsg_enter",
+                    attach: Attach::Tracepoint("syscalls", "sys_enter_sendmsg"),
+                },
+                ProgramSpec {
+                    program: "data_sendmsg_exit",
+                    attach: Attach::Tracepoint("syscalls", "sys_exit_sendmsg"),
+                },
+                ProgramSpec {
+                    program: "data_recvmsg_enter",
+                    attach: Attach::Tracepoint("syscalls", "sys_enter_recvmsg"),
+                },
+                ProgramSpec {
+                    program: "data_recvmsg_exit",
+                    attach: Attach::Tracepoint("syscalls", "sys_exit_recvmsg"),
+                },
+                ProgramSpec {
+                    program: "data_sendmmsg_enter",
+                    attach: Attach::Tracepoint("syscalls", "sys_enter_sendmmsg"),
+                },
+                ProgramSpec {
+                    program: "data_sendmmsg_exit",
+                    attach: Attach::Tracepoint("syscalls", "sys_exit_sendmmsg"),
+                },
+                ProgramSpec {
+                    program: "data_recvmmsg_enter",
+                    attach: Attach::Tracepoint("syscalls", "sys_enter_recvmmsg"),
+                },
+                ProgramSpec {
+                    program: "data_recvmmsg_exit",
+                    attach: Attach::Tracepoint("syscalls", "sys_exit_recvmmsg"),
+                },
+                ProgramSpec {
+                    program: "data_sendfile_enter",
+                    attach: Attach::Tracepoint("syscalls", "sys_enter_sendfile64"),
+                },
+                ProgramSpec {
+                    program: "data_sendfile_exit",
+                    attach: Attach::Tracepoint("syscalls", "sys_exit_sendfile64"),
+                },
+            ],
+            needs_struct_offsets: true,
+            without_btf: "",
+        },
+    ],
+};
