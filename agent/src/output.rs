@@ -586,19 +586,19 @@ pub fn choice_lines(choices: &[SensorChoice]) -> Vec<String> {
     let mut lines = Vec::new();
     for c in choices {
         match c.chosen {
-            Some(form) => lines.push(format!("{:<8} {form:<10} ({})", c.sensor, c.description)),
-            None => lines.push(format!("{:<8} {:<10} ({})", c.sensor, "NOT RUNNING", c.description)),
+            Some(form) => lines.push(format!("{:<12} {form:<10} ({})", c.sensor, c.description)),
+            None => lines.push(format!("{:<12} {:<10} ({})", c.sensor, "NOT RUNNING", c.description)),
         }
         for r in &c.rejected {
-            lines.push(format!("         rejected {}: {}", r.form, r.reason));
+            lines.push(format!("             rejected {}: {}", r.form, r.reason));
         }
         if let Some(d) = &c.degraded {
-            lines.push(format!("         degraded: {d}"));
+            lines.push(format!("             degraded: {d}"));
         }
         for f in &c.fallbacks {
             match &f.unavailable {
-                None => lines.push(format!("         fallback {}: available", f.form)),
-                Some(reason) => lines.push(format!("         fallback {}: unavailable: {reason}", f.form)),
+                None => lines.push(format!("             fallback {}: available", f.form)),
+                Some(reason) => lines.push(format!("             fallback {}: unavailable: {reason}", f.form)),
             }
         }
     }

@@ -218,6 +218,7 @@ pub fn check_ledger(summary: &Value) -> Result<(), String> {
     let errors = l["decode_errors"].as_u64().unwrap_or(0);
     let written = l["written"].as_u64().unwrap_or(0);
     let dropped = l["queue_dropped"].as_u64().unwrap_or(0);
+    let analyzed = l["analyzed"].as_u64().unwrap_or(0);
     let emitted: u64 =
         summary["sensors"].as_array().map(|a| a.iter().filter_map(|s| s["emitted"].as_u64()).sum()).unwrap_or(0);
     let mut problems = Vec::new();
@@ -227,8 +228,12 @@ pub fn check_ledger(summary: &Value) -> Result<(), String> {
     if read != decoded + errors {
         problems.push(format!("{read} read but {decoded} decoded + {errors} rejected"));
     }
-    if decoded != written + dropped {
-        problems.push(format!("{decoded} decoded but {written} written + {dropped} dropped"));
+    if decoded != written + analyzed + dropped {
+        problems.push(format!("{decoded} decoded but {written} written + {analyzed} analyzed + {dropped} dropped"));
+    }
+    // Every data event analyzed reached the connection table.
+    if summary["l7"]["segments"].as_u64() != Some(analyzed) {
+        problems.push(format!("{analyzed} data events analyzed but the connection table took {}", summary["l7"]["segments"]));
     }
     if summary["lost_events"].as_u64() != Some(lost) {
         problems.push("lost_events differs from the per-CPU sum".into());

@@ -1,9 +1,13 @@
 //! Shared pieces of kscope's integration tests: starting kscope and reading
-//! its JSON output, the checks both host and guest runs apply to it, and the
-//! QEMU harness that boots Debian's cloud kernels.
+//! its JSON output, the checks both host and guest runs apply to it, the
+//! QEMU harness that boots Debian's cloud kernels, and the real servers and
+//! clients the tests drive (nginx; HTTP/2, gRPC and DNS for the L7 tests).
 
 pub mod agent;
 pub mod checks;
+pub mod dns;
+pub mod grpc;
+pub mod h2;
 pub mod nginx;
 pub mod vm;
 

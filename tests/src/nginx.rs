@@ -20,6 +20,10 @@ pub fn free_port() -> anyhow::Result<u16> {
     Ok(listener.local_addr().context("reading the bound port")?.port())
 }
 
+fn dir_for(parent: &Path, port: u16) -> PathBuf {
+    parent.join(format!("kscope-nginx-{}-{port}", std::process::id()))
+}
+
 /// Listens on 127.0.0.1 and [::1] at one port, serving `index.html`; stopped
 /// with SIGTERM on drop (SIGKILL would orphan the worker, still holding the
 /// caller's pipes), and its directory removed.
@@ -27,14 +31,43 @@ pub struct Nginx {
     master: Child,
     dir: PathBuf,
     pub port: u16,
+    /// A second port speaking HTTP/2 without TLS (h2c, prior knowledge),
+    /// when started with [`NginxOptions::h2c`].
+    pub h2c_port: Option<u16>,
+}
+
+/// What the L7 tests add to the plain server.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NginxOptions {
+    /// `location = /fail { return 500; }` and friends: statuses to assert.
+    pub status_locations: bool,
+    /// A second port serving HTTP/2 without TLS.
+    pub h2c: bool,
+    /// Send file bodies with sendfile(2), as most nginx configurations do.
+    pub sendfile: bool,
 }
 
 impl Nginx {
     /// Starts nginx in a new directory under `parent`, serving `index` as
     /// `/index.html`, and waits until it accepts connections.
     pub fn start(parent: &Path, index: &str) -> anyhow::Result<Self> {
+        Self::start_with(parent, index, NginxOptions::default())
+    }
+
+    pub fn start_with(parent: &Path, index: &str, options: NginxOptions) -> anyhow::Result<Self> {
         let port = free_port()?;
-        let dir = parent.join(format!("kscope-nginx-{}-{port}", std::process::id()));
+        let h2c_port = if options.h2c { Some(free_port()?) } else { None };
+        let locations = if options.status_locations {
+            "location = /fail { return 500; } location = /created { return 201 \"made\\n\"; } \
+             location = /empty { return 204; }"
+        } else {
+            ""
+        };
+        let h2c_server = h2c_port
+            .map(|p| format!("server {{ listen 127.0.0.1:{p} http2; root {}/www; {locations} }}\n", dir_for(parent, port).display()))
+            .unwrap_or_default();
+        let sendfile = if options.sendfile { "on" } else { "off" };
+        let dir = dir_for(parent, port);
         let www = dir.join("www");
         fs::create_dir_all(&www).with_context(|| format!("creating {}", www.display()))?;
         fs::write(www.join("index.html"), index).context("writing nginx's index.html")?;
@@ -42,8 +75,9 @@ impl Nginx {
             "daemon off; worker_processes 1; pid {d}/nginx.pid; error_log {d}/error.log;\n\
              events {{ worker_connections 4096; }}\n\
              http {{ access_log off; client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d};\n\
-             uwsgi_temp_path {d}; scgi_temp_path {d};\n\
-             server {{ listen 127.0.0.1:{port} backlog=4096; listen [::1]:{port}; root {d}/www; }} }}\n",
+             uwsgi_temp_path {d}; scgi_temp_path {d}; sendfile {sendfile};\n\
+             server {{ listen 127.0.0.1:{port} backlog=4096; listen [::1]:{port}; root {d}/www; {locations} }}\n\
+             {h2c_server}}}\n",
             d = dir.display()
         );
         let conf_path = dir.join("nginx.conf");
@@ -60,7 +94,7 @@ impl Nginx {
             .stderr(Stdio::null())
             .spawn()
             .context("starting nginx (Debian's nginx-light; `cargo xtask setup` installs it)")?;
-        let mut nginx = Self { master, dir, port };
+        let mut nginx = Self { master, dir, port, h2c_port };
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
             if let Some(status) = nginx.master.try_wait().context("waiting for nginx")? {

@@ -2,6 +2,7 @@
 //! building, running and testing kscope.
 
 mod bench;
+mod fuzz;
 mod setup;
 
 use std::{
@@ -21,7 +22,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
-    /// Install what building and testing need (Debian packages, bpf-linker); idempotent.
+    /// Install what building and testing need (Debian packages, bpf-linker,
+    /// grpcio, cargo-fuzz); idempotent.
     Setup,
     /// Build the eBPF object and the release `kscope` binary (which embeds it).
     Build,
@@ -30,12 +32,20 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Set up, then run every test layer: unit, host kernel, QEMU kernels.
+    /// Set up, then run every test layer: unit, fuzz, L7 harnesses, host
+    /// kernel, QEMU kernels.
     Test {
         /// Skip the QEMU kernels (for a quick local loop; CI runs them).
         #[arg(long)]
         no_vm: bool,
+        /// Skip the fuzz targets (for a quick local loop; CI runs them for
+        /// KSCOPE_FUZZ_SECONDS, default 20, each).
+        #[arg(long)]
+        no_fuzz: bool,
     },
+    /// Run only the fuzz layer of `test`: every target of agent/fuzz for
+    /// KSCOPE_FUZZ_SECONDS (default 20) each.
+    Fuzz,
     /// Measure kscope's cost: throughput with and without it, CPU per event,
     /// zero-loss rate, ns per hit per hook form (host and QEMU kernels).
     Bench(bench::BenchOptions),
@@ -47,7 +57,10 @@ fn main() -> ExitCode {
         Cmd::Setup => setup::setup(&setup::SetupOptions::default()),
         Cmd::Build => build().map(|_| ()),
         Cmd::Run { args } => run(&args),
-        Cmd::Test { no_vm } => test(no_vm),
+        Cmd::Test { no_vm, no_fuzz } => test(no_vm, no_fuzz),
+        Cmd::Fuzz => {
+            setup::setup(&setup::SetupOptions { quiet_if_ready: true }).and_then(|()| fuzz::fuzz_all(fuzz::seconds()?))
+        }
         Cmd::Bench(opts) => bench::bench(&opts),
     };
     match result {
@@ -110,49 +123,79 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-/// One test layer: a name for the summary and the cargo arguments.
+/// One test layer: a name for the summary and what it runs.
 struct Layer {
     name: &'static str,
-    args: &'static [&'static str],
+    run: Run,
+}
+
+enum Run {
+    /// `cargo` with these arguments.
+    Cargo(&'static [&'static str]),
+    /// The cargo-fuzz targets of agent/fuzz (see fuzz.rs).
+    Fuzz,
 }
 
 const LAYERS: &[Layer] = &[
-    Layer { name: "unit", args: &["test", "--workspace", "--exclude", "kscope-tests"] },
-    Layer { name: "unit (harness helpers)", args: &["test", "-p", "kscope-tests", "--lib"] },
+    Layer { name: "unit", run: Run::Cargo(&["test", "--workspace", "--exclude", "kscope-tests"]) },
+    Layer { name: "unit (harness helpers)", run: Run::Cargo(&["test", "-p", "kscope-tests", "--lib"]) },
+    // The protocol parsers under libFuzzer, KSCOPE_FUZZ_SECONDS each.
+    Layer { name: "fuzz", run: Run::Fuzz },
+    // The HTTP/2, gRPC and DNS servers and clients the L7 tests drive, on
+    // their own (no kscope).
+    Layer { name: "L7 harnesses", run: Run::Cargo(&["test", "-p", "kscope-tests", "--test", "l7_harness"]) },
     // Real eBPF on this machine's kernel, against nginx and curl.
-    Layer { name: "host kernel", args: &["test", "-p", "kscope-tests", "--test", "host"] },
+    Layer { name: "host kernel", run: Run::Cargo(&["test", "-p", "kscope-tests", "--test", "host"]) },
     // Debian's 6.1 and 6.12 kernels under QEMU: kprobe, fentry, tracepoint.
     // --nocapture lets each kernel's one-line verdict through.
     Layer {
         name: "QEMU kernels",
-        args: &["test", "-p", "kscope-tests", "--test", "vm_harness", "--test", "vm", "--", "--nocapture"],
+        run: Run::Cargo(&["test", "-p", "kscope-tests", "--test", "vm_harness", "--test", "vm", "--", "--nocapture"]),
     },
 ];
 
-fn test(no_vm: bool) -> anyhow::Result<()> {
+fn test(no_vm: bool, no_fuzz: bool) -> anyhow::Result<()> {
     setup::setup(&setup::SetupOptions::default())?;
+    // Before the long builds, so a bad value fails at once.
+    let fuzz_seconds = fuzz::seconds()?;
     let binary = build()?;
     let static_binary = build_static()?;
     let mut results = Vec::new();
     for layer in LAYERS {
         let started = std::time::Instant::now();
-        let mut cmd = cargo();
-        cmd.args(layer.args).env("KSCOPE_BIN", &binary).env("KSCOPE_STATIC_BIN", &static_binary);
-        if no_vm {
-            cmd.env("KSCOPE_SKIP_VM", "1");
+        let outcome = match layer.run {
+            Run::Fuzz if no_fuzz => {
+                println!("xtask: test layer: {}: skipped (--no-fuzz)", layer.name);
+                results.push((layer.name, "skipped", started.elapsed()));
+                continue;
+            }
+            Run::Fuzz => {
+                println!("xtask: test layer: {} ({fuzz_seconds}s per target, KSCOPE_FUZZ_SECONDS)", layer.name);
+                fuzz::fuzz_all(fuzz_seconds)
+            }
+            Run::Cargo(args) => {
+                let mut cmd = cargo();
+                cmd.args(args).env("KSCOPE_BIN", &binary).env("KSCOPE_STATIC_BIN", &static_binary);
+                if no_vm {
+                    cmd.env("KSCOPE_SKIP_VM", "1");
+                }
+                println!("xtask: test layer: {}", layer.name);
+                status(&mut cmd)
+            }
+        };
+        if let Err(err) = &outcome {
+            eprintln!("xtask: {}: {err:#}", layer.name);
         }
-        println!("xtask: test layer: {}", layer.name);
-        let outcome = status(&mut cmd);
-        results.push((layer.name, outcome.is_ok(), started.elapsed()));
+        results.push((layer.name, if outcome.is_ok() { "ok" } else { "FAILED" }, started.elapsed()));
         if outcome.is_err() {
             break;
         }
     }
     println!("xtask: summary");
-    for (name, ok, took) in &results {
-        println!("  {:<24} {} in {:.1}s", name, if *ok { "ok" } else { "FAILED" }, took.as_secs_f64());
+    for (name, verdict, took) in &results {
+        println!("  {:<24} {} in {:.1}s", name, verdict, took.as_secs_f64());
     }
-    if results.len() != LAYERS.len() || results.iter().any(|(_, ok, _)| !ok) {
+    if results.len() != LAYERS.len() || results.iter().any(|(_, verdict, _)| *verdict == "FAILED") {
         bail!("tests failed");
     }
     Ok(())

@@ -26,6 +26,21 @@ const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 /// Tests attach to tracepoints, which are only visible once tracefs is mounted here.
 const TRACEFS_DIR: &str = "/sys/kernel/tracing";
 
+/// The grpcio the gRPC test server and client (tests/fixtures/grpc) run on,
+/// installed with pip into the `python3` on PATH.
+pub const GRPCIO_VERSION: &str = "1.85.1";
+
+/// The cargo-fuzz that `cargo xtask test` runs the fuzz targets with.
+pub const CARGO_FUZZ_VERSION: &str = "0.13.2";
+
+/// The rustup toolchain the fuzz targets build with (sanitizers and
+/// libFuzzer's instrumentation need nightly flags). Preinstalled; rustup
+/// cannot download one here, so setup only checks it.
+pub const FUZZ_TOOLCHAIN: &str = "nightly";
+
+/// Debian's own dnsmasq service (package `dnsmasq`) keeps its pid here.
+const DNSMASQ_SERVICE_PID: &str = "/run/dnsmasq/dnsmasq.pid";
+
 /// dpkg's status string for a package that is fully installed.
 const DPKG_INSTALLED: &str = "install ok installed";
 
@@ -72,6 +87,14 @@ const PACKAGES: &[Package] = &[
     optional("bpftool", "leak test"),
     optional("nginx-light", "host integration tests"),
     optional("curl", "host integration tests"),
+    // nghttp, nghttpd and h2load: an HTTP/2 (h2c) client and server.
+    optional("nghttp2-client", "L7 tests (HTTP/2)"),
+    optional("nghttp2-server", "L7 tests (HTTP/2)"),
+    // The dnsmasq binary without Debian's service (package `dnsmasq`), which
+    // would start a system resolver bound to port 53 on install.
+    optional("dnsmasq-base", "L7 tests (DNS)"),
+    // dig (`dnsutils` is only a transitional name for it).
+    optional("bind9-dnsutils", "L7 tests (DNS)"),
     optional("linux-perf", "benchmarks"),
     optional("wrk", "benchmarks"),
 ];
@@ -97,12 +120,34 @@ enum TracefsState {
     Absent,
 }
 
+/// State of a tool installed at a pinned version (grpcio, cargo-fuzz).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ToolState {
+    Ready,
+    /// Present but not the pinned version, or broken: why.
+    Wrong(String),
+    Missing,
+    /// What would install it is itself missing (e.g. no `python3`): why.
+    /// Only the tests that use it cannot run.
+    Unavailable(String),
+}
+
+impl ToolState {
+    fn needs_install(&self) -> bool {
+        matches!(self, Self::Wrong(_) | Self::Missing)
+    }
+}
+
 /// What the machine lacks, found by inspection only (no root needed).
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Plan {
     missing_packages: Vec<Package>,
     linker: LinkerState,
     tracefs: TracefsState,
+    grpcio: ToolState,
+    cargo_fuzz: ToolState,
+    /// rustup's nightly toolchain, which only a person can provide.
+    nightly: Result<String, String>,
 }
 
 impl Plan {
@@ -110,6 +155,8 @@ impl Plan {
         self.missing_packages.is_empty()
             && matches!(self.linker, LinkerState::Ready(_))
             && self.tracefs != TracefsState::Empty
+            && !self.grpcio.needs_install()
+            && !self.cargo_fuzz.needs_install()
     }
 
     /// Why root is needed, if it is: installing packages and mounting need it;
@@ -154,6 +201,31 @@ pub fn setup(opts: &SetupOptions) -> Result<()> {
         other => install_bpf_linker(other)?,
     }
 
+    check_dnsmasq_service();
+
+    match &plan.grpcio {
+        ToolState::Ready => println!("setup: python grpcio {GRPCIO_VERSION} already installed"),
+        ToolState::Unavailable(why) => {
+            eprintln!("setup: warning: cannot install grpcio ({why}); the gRPC tests cannot run")
+        }
+        other => install_grpcio(other)?,
+    }
+
+    match &plan.cargo_fuzz {
+        ToolState::Ready => println!("setup: cargo-fuzz {CARGO_FUZZ_VERSION} already installed"),
+        other => install_cargo_fuzz(other)?,
+    }
+
+    match &plan.nightly {
+        Ok(version) => println!("setup: rustup toolchain {FUZZ_TOOLCHAIN} present ({version})"),
+        // rustup cannot download toolchains on these machines: say so, and
+        // let the fuzz layer fail with the same words if it runs.
+        Err(why) => eprintln!(
+            "setup: warning: rustup toolchain {FUZZ_TOOLCHAIN} unusable ({why}); the fuzz targets cannot run \
+             (`rustup toolchain install {FUZZ_TOOLCHAIN}` where rustup can download)"
+        ),
+    }
+
     match plan.tracefs {
         TracefsState::Mounted => println!("setup: tracefs already mounted at {TRACEFS_DIR}"),
         TracefsState::Empty => mount_tracefs()?,
@@ -176,6 +248,9 @@ fn inspect() -> Result<Plan> {
         missing_packages: missing_packages(PACKAGES, &installed),
         linker: probe_bpf_linker(),
         tracefs: tracefs_state(Path::new(TRACEFS_DIR)),
+        grpcio: probe_grpcio(),
+        cargo_fuzz: probe_cargo_fuzz(),
+        nightly: probe_nightly(),
     })
 }
 
@@ -405,6 +480,129 @@ fn install_bpf_linker(state: &LinkerState) -> Result<()> {
     }
 }
 
+// ---------------------------------------------------------------- dnsmasq
+
+/// The tests start their own dnsmasq (package dnsmasq-base, no service). If
+/// Debian's `dnsmasq` package was installed too, its service may hold port
+/// 53: the tests do not need that port on the host (the glibc resolver test
+/// runs in its own network namespace), but a system resolver nobody asked for
+/// should not go unnoticed.
+fn check_dnsmasq_service() {
+    let pid = fs::read_to_string(DNSMASQ_SERVICE_PID).ok().and_then(|p| p.trim().parse::<u32>().ok());
+    match pid.filter(|pid| Path::new(&format!("/proc/{pid}")).exists()) {
+        Some(pid) => eprintln!(
+            "setup: warning: Debian's dnsmasq service is running (pid {pid}, package `dnsmasq`); \
+             stop it with `service dnsmasq stop` and `apt-get remove dnsmasq` (the tests need only dnsmasq-base)"
+        ),
+        None => println!("setup: dnsmasq: binary only (dnsmasq-base), no system dnsmasq service running"),
+    }
+}
+
+// ---------------------------------------------------------------- python grpcio
+
+/// `python3` from PATH: the interpreter the gRPC fixtures run with.
+fn probe_grpcio() -> ToolState {
+    let out = Command::new("python3").args(["-c", "import grpc; print(grpc.__version__)"]).output();
+    match out {
+        Err(e) => ToolState::Unavailable(format!("cannot run python3: {e}")),
+        Ok(out) if out.status.success() => {
+            let version = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+            if version == GRPCIO_VERSION { ToolState::Ready } else { ToolState::Wrong(format!("version {version}")) }
+        }
+        Ok(out) if String::from_utf8_lossy(&out.stderr).contains("No module named 'grpc'") => ToolState::Missing,
+        Ok(out) => ToolState::Wrong(format!("`import grpc` failed: {}", last_line(&out.stderr))),
+    }
+}
+
+fn install_grpcio(state: &ToolState) -> Result<()> {
+    match state {
+        ToolState::Wrong(why) => println!("setup: python grpcio is not {GRPCIO_VERSION} ({why}); reinstalling"),
+        _ => println!("setup: python grpcio not found"),
+    }
+    let mut cmd = Command::new("python3");
+    cmd.args([
+        "-m",
+        "pip",
+        "install",
+        "--disable-pip-version-check",
+        "--no-input",
+        "--quiet",
+        "--root-user-action=ignore",
+    ])
+    .arg(format!("grpcio=={GRPCIO_VERSION}"));
+    println!("setup: installing grpcio: {}", describe(&cmd));
+    run(&mut cmd)?;
+    match probe_grpcio() {
+        ToolState::Ready => {
+            println!("setup: installed python grpcio {GRPCIO_VERSION}");
+            Ok(())
+        }
+        ToolState::Wrong(why) | ToolState::Unavailable(why) => {
+            bail!("after pip install, python3's grpcio is still not {GRPCIO_VERSION} ({why})")
+        }
+        ToolState::Missing => bail!("pip install succeeded but python3 still cannot `import grpc`"),
+    }
+}
+
+// ---------------------------------------------------------------- cargo-fuzz
+
+fn probe_cargo_fuzz() -> ToolState {
+    let path = env::var_os("PATH").unwrap_or_default();
+    let Some(binary) =
+        cargo_bin_dir().into_iter().chain(env::split_paths(&path)).map(|d| d.join("cargo-fuzz")).find(|p| p.is_file())
+    else {
+        return ToolState::Missing;
+    };
+    // `cargo-fuzz --version` prints "cargo-fuzz 0.13.2".
+    match Command::new(&binary).arg("--version").output() {
+        Ok(out) if out.status.success() => {
+            let text = String::from_utf8_lossy(&out.stdout);
+            match text.split_whitespace().nth(1) {
+                Some(v) if v == CARGO_FUZZ_VERSION => ToolState::Ready,
+                _ => ToolState::Wrong(format!("{}: {:?}", binary.display(), text.trim())),
+            }
+        }
+        Ok(out) => ToolState::Wrong(format!("{} --version failed ({})", binary.display(), out.status)),
+        Err(e) => ToolState::Wrong(format!("cannot run {}: {e}", binary.display())),
+    }
+}
+
+fn install_cargo_fuzz(state: &ToolState) -> Result<()> {
+    match state {
+        ToolState::Wrong(why) => println!("setup: cargo-fuzz is not {CARGO_FUZZ_VERSION} ({why}); reinstalling"),
+        _ => println!("setup: cargo-fuzz not found"),
+    }
+    let mut cmd = Command::new("cargo");
+    cmd.args(["install", "cargo-fuzz", "--version", CARGO_FUZZ_VERSION, "--locked", "--force"])
+        .env_remove("RUSTC")
+        .env_remove("RUSTC_BOOTSTRAP")
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("CARGO_BUILD_TARGET")
+        .current_dir("/");
+    println!("setup: building cargo-fuzz {CARGO_FUZZ_VERSION} (a minute or two): {}", describe(&cmd));
+    run(&mut cmd)?;
+    match probe_cargo_fuzz() {
+        ToolState::Ready => {
+            println!("setup: installed cargo-fuzz {CARGO_FUZZ_VERSION}");
+            Ok(())
+        }
+        ToolState::Wrong(why) | ToolState::Unavailable(why) => {
+            bail!("after `cargo install`, cargo-fuzz is still not {CARGO_FUZZ_VERSION} ({why})")
+        }
+        ToolState::Missing => bail!("`cargo install` succeeded but cargo-fuzz is in neither ~/.cargo/bin nor PATH"),
+    }
+}
+
+/// Whether `rustup run nightly rustc --version` works; its version or why not.
+fn probe_nightly() -> Result<String, String> {
+    match Command::new("rustup").args(["run", FUZZ_TOOLCHAIN, "rustc", "--version"]).output() {
+        Ok(out) if out.status.success() => Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned()),
+        Ok(out) => Err(last_line(&out.stderr)),
+        Err(e) => Err(format!("cannot run rustup: {e}")),
+    }
+}
+
 // ---------------------------------------------------------------- tracefs
 
 fn tracefs_state(dir: &Path) -> TracefsState {
@@ -459,6 +657,11 @@ fn run(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
+/// The last non-empty line of a command's output, for messages.
+fn last_line(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_owned()
+}
+
 /// The command line of `cmd`, for messages.
 fn describe(cmd: &Command) -> String {
     std::iter::once(cmd.get_program()).chain(cmd.get_args()).map(OsStr::to_string_lossy).collect::<Vec<_>>().join(" ")
@@ -504,7 +707,7 @@ mod tests {
         for name in ["rustc-web", "rust-web-src", "cargo-web", "llvm-22-dev", "clang-22"] {
             assert!(PACKAGES.iter().any(|p| p.name == name && p.required), "{name}");
         }
-        for name in ["qemu-system-x86", "bpftool", "nginx-light", "linux-perf"] {
+        for name in ["qemu-system-x86", "bpftool", "nginx-light", "linux-perf", "nghttp2-client", "dnsmasq-base"] {
             assert!(PACKAGES.iter().any(|p| p.name == name && !p.required), "{name}");
         }
     }
@@ -551,6 +754,9 @@ mod tests {
             missing_packages: Vec::new(),
             linker: LinkerState::Ready(PathBuf::from("/root/.cargo/bin/bpf-linker")),
             tracefs: TracefsState::Mounted,
+            grpcio: ToolState::Ready,
+            cargo_fuzz: ToolState::Ready,
+            nightly: Ok("rustc 1.97.0-nightly".to_owned()),
         };
         assert!(ready.is_ready());
         assert_eq!(ready.root_reason(), None);
@@ -563,6 +769,18 @@ mod tests {
         // Nothing can be mounted without a mount point: not an action item.
         let no_tracing = Plan { tracefs: TracefsState::Absent, ..ready.clone() };
         assert!(no_tracing.is_ready());
+
+        // pip and cargo install need work, not root; what setup cannot
+        // provide (no python3, no nightly) is only warned about.
+        let tools = Plan { grpcio: ToolState::Missing, cargo_fuzz: ToolState::Wrong("0.12.0".into()), ..ready.clone() };
+        assert!(!tools.is_ready());
+        assert_eq!(tools.root_reason(), None);
+        let unfixable = Plan {
+            grpcio: ToolState::Unavailable("no python3".into()),
+            nightly: Err("toolchain 'nightly' is not installed".into()),
+            ..ready.clone()
+        };
+        assert!(unfixable.is_ready());
 
         let needs_root = Plan {
             missing_packages: vec![required("clang-22"), optional("curl", "tests")],

@@ -1,0 +1,215 @@
+//! Requests and responses, as kscope reports them, from real servers and
+//! clients on loopback: nginx and curl (HTTP/1.1 and HTTP/2), Python grpcio,
+//! dnsmasq and dig. Each test asserts the exact exchange records of both
+//! ends against what the client itself reported.
+
+#![allow(clippy::unwrap_used, reason = "tests fail loudly")]
+
+use std::{
+    process::Command,
+    sync::Mutex,
+    thread,
+    time::{Duration, Instant},
+};
+
+use kscope_tests::{
+    agent::KscopeRun,
+    checks::check_ledger,
+    nginx::{Nginx, NginxOptions},
+};
+use serde_json::{Value, json};
+
+/// One kscope at a time: each run's records are its own.
+static KERNEL: Mutex<()> = Mutex::new(());
+
+fn exchanges<'a>(records: &'a [Value], pid: u64) -> Vec<&'a Value> {
+    records.iter().filter(|r| r["type"] == "exchange" && r["pid"] == pid).collect()
+}
+
+/// What curl said about one transfer (`-w`).
+#[derive(Debug)]
+struct Transfer {
+    status: u64,
+    request_bytes: u64,
+    response_bytes: u64,
+    local_port: u64,
+}
+
+const CURL_FORMAT: &str = "%{http_code} %{size_request} %{size_header} %{size_download} %{local_port}\n";
+
+/// Runs curl on `urls` (one connection, kept alive) and returns its pid,
+/// each transfer's figures and the wall time.
+fn curl(args: &[&str], urls: &[String]) -> (u64, Vec<Transfer>, u64) {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-s", "-w", CURL_FORMAT]).args(args);
+    for url in urls {
+        cmd.args(["-o", "/dev/null", url]);
+    }
+    let started = Instant::now();
+    let child = cmd.stdout(std::process::Stdio::piped()).spawn().expect("curl");
+    let pid = u64::from(child.id());
+    let out = child.wait_with_output().expect("curl runs");
+    let wall = started.elapsed().as_nanos() as u64;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let transfers = text
+        .lines()
+        .map(|l| {
+            let f: Vec<u64> = l.split(' ').map(|x| x.parse().expect("number")).collect();
+            Transfer { status: f[0], request_bytes: f[1], response_bytes: f[2] + f[3], local_port: f[4] }
+        })
+        .collect();
+    (pid, transfers, wall)
+}
+
+/// The fields of an exchange record that do not depend on timing.
+fn fields(record: &Value, keys: &[&str]) -> Value {
+    Value::Object(keys.iter().map(|k| ((*k).to_owned(), record[*k].clone())).collect())
+}
+
+fn worker_pid(nginx: &Nginx) -> u64 {
+    let workers = nginx.worker_pids();
+    assert_eq!(workers.len(), 1, "one nginx worker: {workers:?}");
+    workers[0]
+}
+
+fn stop(kscope: KscopeRun) -> Vec<Value> {
+    // Past the reorder window, so the last exchanges are out.
+    thread::sleep(Duration::from_millis(500));
+    let finished = kscope.stop().expect("kscope stops");
+    assert_eq!(finished.exit_code, Some(0), "stderr: {}", finished.stderr);
+    let summary = finished.summary().expect("summary").clone();
+    check_ledger(&summary).unwrap();
+    assert_eq!(summary["lost_events"], 0, "{summary}");
+    finished.records
+}
+
+const HTTP_KEYS: &[&str] = &[
+    "protocol",
+    "role",
+    "method",
+    "target",
+    "status",
+    "request_bytes",
+    "response_bytes",
+    "comm",
+    "transport",
+    "local_port",
+    "peer_addr",
+    "peer_port",
+    "http_version",
+    "host",
+    "partial",
+    "hook_form",
+];
+
+#[test]
+fn http1_keep_alive_exchanges_of_nginx_and_curl() {
+    let _kernel = KERNEL.lock().unwrap_or_else(|e| e.into_inner());
+    let options = NginxOptions { status_locations: true, h2c: false, sendfile: true };
+    let nginx = Nginx::start_with(&std::env::temp_dir(), "hello from nginx under kscope\n", options).unwrap();
+    let kscope = KscopeRun::start(&[]).expect("kscope starts");
+    let base = format!("http://127.0.0.1:{}", nginx.port);
+    let paths = ["/index.html?token=hush", "/missing", "/fail", "/created"];
+    let urls: Vec<String> = paths.iter().map(|p| format!("{base}{p}")).collect();
+    let (pid, transfers, wall) = curl(&["-H", "Authorization: Bearer s3cr3t-t0ken"], &urls);
+    assert_eq!(transfers.iter().map(|t| t.status).collect::<Vec<_>>(), vec![200, 404, 500, 201]);
+    let records = stop(kscope);
+
+    let port = u64::from(nginx.port);
+    let host = format!("127.0.0.1:{port}");
+    let targets = ["/index.html", "/missing", "/fail", "/created"];
+    let expected = |role: &str, comm: &str, t: &Transfer, target: &str| {
+        let (local_port, peer_port) = if role == "client" { (t.local_port, port) } else { (port, t.local_port) };
+        json!({
+            "protocol": "http1", "role": role, "method": "GET", "target": target, "status": t.status,
+            "request_bytes": t.request_bytes, "response_bytes": t.response_bytes, "comm": comm,
+            "transport": "tcp", "local_port": local_port, "peer_addr": "127.0.0.1", "peer_port": peer_port,
+            "http_version": "1.1", "host": host, "partial": null, "hook_form": "tracepoint",
+        })
+    };
+    for (role, who, comm) in [("client", pid, "curl"), ("server", worker_pid(&nginx), "nginx")] {
+        let got = exchanges(&records, who);
+        let got_fields: Vec<Value> = got.iter().map(|r| fields(r, HTTP_KEYS)).collect();
+        let want: Vec<Value> = transfers.iter().zip(targets).map(|(t, target)| expected(role, comm, t, target)).collect();
+        assert_eq!(got_fields, want, "{role} exchanges");
+        // Keep-alive: one connection for all four.
+        assert!(got.iter().all(|r| r["sock_id"] == got[0]["sock_id"]), "{got:?}");
+        for r in &got {
+            let d = r["duration_ns"].as_u64().unwrap();
+            assert!(d > 0 && d < wall, "{role} duration {d} outside (0, {wall}): {r}");
+        }
+    }
+    // Query strings and header values stay home.
+    let text = records.iter().map(Value::to_string).collect::<String>();
+    assert!(!text.contains("hush") && !text.contains("s3cr3t"), "a secret was printed");
+}
+
+/// Runs nghttp on `urls`, multiplexed on one connection; returns its pid
+/// and, per stream as nghttp reported it, (stream id, status, path).
+fn nghttp(urls: &[String]) -> (u64, Vec<(u64, u64, String)>) {
+    let child = Command::new("nghttp")
+        .arg("-ns")
+        .args(urls)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("nghttp (Debian's nghttp2-client)");
+    let pid = u64::from(child.id());
+    let out = child.wait_with_output().expect("nghttp runs");
+    assert!(out.status.success(), "nghttp failed");
+    // The `-s` table: "id responseEnd requestStart process code size path".
+    let mut streams: Vec<(u64, u64, String)> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let path = f.get(6)?.to_string();
+            Some((f.first()?.parse().ok()?, f.get(4)?.parse().ok()?, path))
+        })
+        .collect();
+    streams.sort();
+    (pid, streams)
+}
+
+#[test]
+fn http2_streams_of_nginx_with_curl_and_nghttp() {
+    let _kernel = KERNEL.lock().unwrap_or_else(|e| e.into_inner());
+    let options = NginxOptions { status_locations: true, h2c: true, sendfile: false };
+    let nginx = Nginx::start_with(&std::env::temp_dir(), "hello over h2c\n", options).unwrap();
+    let port = u64::from(nginx.h2c_port.unwrap());
+    let kscope = KscopeRun::start(&[]).expect("kscope starts");
+    let url = |p: &str| format!("http://127.0.0.1:{port}{p}");
+    let (curl_pid, transfers, _) = curl(&["--http2-prior-knowledge"], &[url("/index.html")]);
+    assert_eq!(transfers[0].status, 200);
+    let (nghttp_pid, streams) = nghttp(&[url("/index.html"), url("/missing"), url("/fail")]);
+    assert_eq!(streams.iter().map(|s| s.1).collect::<Vec<_>>(), vec![200, 404, 500], "{streams:?}");
+    let records = stop(kscope);
+
+    let keys = ["protocol", "role", "method", "target", "status", "http_version", "host", "stream_id", "partial"];
+    let host = format!("127.0.0.1:{port}");
+    let want = |role: &str, streams: &[(u64, u64, String)]| -> Vec<Value> {
+        streams
+            .iter()
+            .map(|(stream, status, target)| {
+                json!({"protocol": "http2", "role": role, "method": "GET", "target": target, "status": status,
+                       "http_version": "2", "host": host, "stream_id": stream, "partial": null})
+            })
+            .collect()
+    };
+    let curl_streams = vec![(1, 200, "/index.html".to_owned())];
+    let client_curl = exchanges(&records, curl_pid);
+    let client_nghttp = exchanges(&records, nghttp_pid);
+    let server = exchanges(&records, worker_pid(&nginx));
+    let project = |got: &[&Value]| got.iter().map(|r| fields(r, &keys)).collect::<Vec<_>>();
+    assert_eq!(project(&client_curl), want("client", &curl_streams), "curl's exchanges");
+    assert_eq!(project(&client_nghttp), want("client", &streams), "nghttp's exchanges");
+    let mut server_want = want("server", &curl_streams);
+    server_want.extend(want("server", &streams));
+    assert_eq!(project(&server), server_want, "nginx's exchanges");
+    // Both ends saw the same frames of each stream.
+    let clients: Vec<&Value> = client_curl.iter().chain(&client_nghttp).copied().collect();
+    for (c, s) in clients.iter().zip(&server) {
+        let sizes = ["request_bytes", "response_bytes"];
+        assert_eq!(fields(c, &sizes), fields(s, &sizes), "{c} / {s}");
+    }
+    // A 200's DATA frame carries the body, after two frame headers at least.
+    assert!(client_curl[0]["response_bytes"].as_u64().unwrap() >= 9 + 9 + "hello over h2c\n".len() as u64);
+}
