@@ -10,14 +10,39 @@
 use std::net::{IpAddr, SocketAddr};
 
 use kscope_protocols::{
-    ConnContext, Exchange, Parser, ParserCounts, Privacy, ProtocolId, Role, Segment, Transport, infer,
+    ConnContext, Direction, Exchange, Parser, ParserCounts, Privacy, ProtocolId, Role, Segment, Transport, infer,
 };
 
 use crate::decode::{Event, Origin, SocketData, TcpConnEvent, TcpStep};
 
 /// Payloads inspected before a connection is declared not to speak any
 /// protocol kscope knows.
-const INFERENCE_ATTEMPTS: u32 = 4;
+const INFERENCE_ATTEMPTS: u32 = 8;
+/// Bytes of undecided payloads kept, so that a message read in pieces
+/// (dnsmasq reads a DNS-over-TCP length prefix one byte at a time) is
+/// judged whole and then parsed from its first byte.
+const INFERENCE_BYTES: usize = 8192;
+
+/// A payload kept while the connection's protocol is undecided.
+struct HeldSegment {
+    direction: Direction,
+    timestamp_ns: u64,
+    data: bytes::Bytes,
+    total_len: u64,
+    peer: Option<SocketAddr>,
+}
+
+impl HeldSegment {
+    fn segment(&self) -> Segment<'_> {
+        Segment {
+            direction: self.direction,
+            timestamp_ns: self.timestamp_ns,
+            data: &self.data,
+            total_len: self.total_len,
+            peer: self.peer,
+        }
+    }
+}
 
 /// One completed exchange and where it happened.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,7 +82,7 @@ pub struct ConnCounts {
 }
 
 enum Verdict {
-    Undecided { attempts: u32 },
+    Undecided { attempts: u32, held: Vec<HeldSegment>, held_bytes: usize },
     Parsing { protocol: ProtocolId, parser: Box<dyn Parser> },
     Unknown,
 }
@@ -152,7 +177,7 @@ impl ConnTable {
                         local: tcp.local,
                         remote: tcp.remote,
                         role: Some(role),
-                        verdict: Verdict::Undecided { attempts: 0 },
+                        verdict: Verdict::Undecided { attempts: 0, held: Vec::new(), held_bytes: 0 },
                         last_seen_ns: tcp.origin.timestamp_ns,
                     },
                 );
@@ -182,7 +207,7 @@ impl ConnTable {
                     local: data.local,
                     remote: data.remote,
                     role: None,
-                    verdict: Verdict::Undecided { attempts: 0 },
+                    verdict: Verdict::Undecided { attempts: 0, held: Vec::new(), held_bytes: 0 },
                     last_seen_ns: now,
                 },
             );
@@ -203,7 +228,7 @@ impl ConnTable {
             total_len: data.total_len,
             peer: data.peer,
         };
-        if let Verdict::Undecided { attempts } = &mut conn.verdict {
+        if let Verdict::Undecided { attempts, held, held_bytes } = &mut conn.verdict {
             if data.data.is_empty() {
                 self.counts.unclassified_segments += 1;
                 return;
@@ -214,17 +239,46 @@ impl ConnTable {
                 peer_port: data.peer.map_or(conn.remote.1, |p| p.port()),
                 role: conn.role,
             };
-            match infer(&segment, &ctx) {
+            // Datagrams stand alone; a stream is judged on what this
+            // direction sent so far, joined.
+            let joined;
+            let judged = if conn.transport == Transport::Tcp && held.iter().any(|h| h.direction == data.direction) {
+                let mut bytes: Vec<u8> = held
+                    .iter()
+                    .filter(|h| h.direction == data.direction)
+                    .flat_map(|h| h.data.iter().copied())
+                    .collect();
+                bytes.extend_from_slice(&data.data);
+                joined = bytes;
+                Segment { data: &joined, ..segment }
+            } else {
+                segment
+            };
+            match infer(&judged, &ctx) {
                 Some(spec) => {
-                    conn.verdict =
-                        Verdict::Parsing { protocol: spec.id, parser: (spec.new_parser)(&ctx, self.privacy) };
+                    let mut parser = (spec.new_parser)(&ctx, self.privacy);
+                    for earlier in held.drain(..) {
+                        let _ = parser.feed(&earlier.segment(), &mut self.exchanges);
+                    }
+                    conn.verdict = Verdict::Parsing { protocol: spec.id, parser };
                 }
                 None => {
                     *attempts += 1;
-                    self.counts.unclassified_segments += 1;
-                    if *attempts >= INFERENCE_ATTEMPTS {
+                    if *attempts >= INFERENCE_ATTEMPTS || *held_bytes + data.data.len() > INFERENCE_BYTES {
+                        self.counts.unclassified_segments += held.len() as u64 + 1;
                         conn.verdict = Verdict::Unknown;
                         self.counts.unknown_protocol_connections += 1;
+                    } else if conn.transport == Transport::Tcp {
+                        *held_bytes += data.data.len();
+                        held.push(HeldSegment {
+                            direction: data.direction,
+                            timestamp_ns: now,
+                            data: data.data.clone(),
+                            total_len: data.total_len,
+                            peer: data.peer,
+                        });
+                    } else {
+                        self.counts.unclassified_segments += 1;
                     }
                     return;
                 }
@@ -250,9 +304,13 @@ impl ConnTable {
         let Some(mut conn) = self.connections.remove(&sock_id) else {
             return;
         };
-        if let Verdict::Parsing { parser, .. } = &mut conn.verdict {
-            parser.close(now_ns, &mut self.exchanges);
-            add_counts(&mut self.closed_parser_counts, parser.counts());
+        match &mut conn.verdict {
+            Verdict::Parsing { parser, .. } => {
+                parser.close(now_ns, &mut self.exchanges);
+                add_counts(&mut self.closed_parser_counts, parser.counts());
+            }
+            Verdict::Undecided { held, .. } => self.counts.unclassified_segments += held.len() as u64,
+            Verdict::Unknown => {}
         }
         drain(&mut self.exchanges, &conn, sock_id, &mut self.counts, out);
     }

@@ -233,7 +233,10 @@ pub fn check_ledger(summary: &Value) -> Result<(), String> {
     }
     // Every data event analyzed reached the connection table.
     if summary["l7"]["segments"].as_u64() != Some(analyzed) {
-        problems.push(format!("{analyzed} data events analyzed but the connection table took {}", summary["l7"]["segments"]));
+        problems.push(format!(
+            "{analyzed} data events analyzed but the connection table took {}",
+            summary["l7"]["segments"]
+        ));
     }
     if summary["lost_events"].as_u64() != Some(lost) {
         problems.push("lost_events differs from the per-CPU sum".into());

@@ -64,7 +64,12 @@ impl Nginx {
             ""
         };
         let h2c_server = h2c_port
-            .map(|p| format!("server {{ listen 127.0.0.1:{p} http2; root {}/www; {locations} }}\n", dir_for(parent, port).display()))
+            .map(|p| {
+                format!(
+                    "server {{ listen 127.0.0.1:{p} http2; root {}/www; {locations} }}\n",
+                    dir_for(parent, port).display()
+                )
+            })
             .unwrap_or_default();
         let sendfile = if options.sendfile { "on" } else { "off" };
         let dir = dir_for(parent, port);

@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
 
 use std::{
+    net::IpAddr,
     process::Command,
     sync::Mutex,
     thread,
@@ -15,6 +16,8 @@ use std::{
 use kscope_tests::{
     agent::KscopeRun,
     checks::check_ledger,
+    dns::{self, DigAnswer, Dnsmasq},
+    grpc::{GrpcServer, grpc_client},
     nginx::{Nginx, NginxOptions},
 };
 use serde_json::{Value, json};
@@ -130,7 +133,8 @@ fn http1_keep_alive_exchanges_of_nginx_and_curl() {
     for (role, who, comm) in [("client", pid, "curl"), ("server", worker_pid(&nginx), "nginx")] {
         let got = exchanges(&records, who);
         let got_fields: Vec<Value> = got.iter().map(|r| fields(r, HTTP_KEYS)).collect();
-        let want: Vec<Value> = transfers.iter().zip(targets).map(|(t, target)| expected(role, comm, t, target)).collect();
+        let want: Vec<Value> =
+            transfers.iter().zip(targets).map(|(t, target)| expected(role, comm, t, target)).collect();
         assert_eq!(got_fields, want, "{role} exchanges");
         // Keep-alive: one connection for all four.
         assert!(got.iter().all(|r| r["sock_id"] == got[0]["sock_id"]), "{got:?}");
@@ -212,4 +216,156 @@ fn http2_streams_of_nginx_with_curl_and_nghttp() {
     }
     // A 200's DATA frame carries the body, after two frame headers at least.
     assert!(client_curl[0]["response_bytes"].as_u64().unwrap() >= 9 + 9 + "hello over h2c\n".len() as u64);
+}
+
+#[test]
+fn grpc_unary_streaming_and_failing_calls_of_grpcio() {
+    let _kernel = KERNEL.lock().unwrap_or_else(|e| e.into_inner());
+    let server = GrpcServer::start().expect("grpcio server");
+    let kscope = KscopeRun::start(&[]).expect("kscope starts");
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let run = grpc_client(&server.target(), &["Say:hello", "Count:3", "Fail"], &[("traceparent", traceparent)])
+        .expect("grpc client");
+    assert!(run.status.success(), "{}", run.stderr);
+    let codes: Vec<(&str, usize)> = run.calls.iter().map(|c| (c.code.as_str(), c.messages.len())).collect();
+    assert_eq!(codes, vec![("OK", 1), ("OK", 3), ("NOT_FOUND", 0)]);
+    assert_eq!(run.calls[2].details.as_deref(), Some("no such thing"));
+    let records = stop(kscope);
+
+    let keys = [
+        "protocol",
+        "role",
+        "method",
+        "target",
+        "status",
+        "grpc_service",
+        "grpc_method",
+        "grpc_message",
+        "traceparent",
+        "stream_id",
+        "request_messages",
+        "response_messages",
+        "partial",
+        "peer_addr",
+        "transport",
+    ];
+    let want = |role: &str| -> Vec<Value> {
+        [("Say", 0, Value::Null, 1, 1), ("Count", 0, Value::Null, 3, 3), ("Fail", 5, json!("no such thing"), 5, 0)]
+            .iter()
+            .map(|(method, status, message, stream, responses)| {
+                json!({"protocol": "grpc", "role": role, "method": "POST", "target": format!("kscope.test.Echo/{method}"),
+                       "status": status, "grpc_service": "kscope.test.Echo", "grpc_method": method,
+                       "grpc_message": message, "traceparent": traceparent, "stream_id": stream,
+                       "request_messages": 1, "response_messages": responses, "partial": null,
+                       "peer_addr": "127.0.0.1", "transport": "tcp"})
+            })
+            .collect()
+    };
+    for (role, pid) in [("client", u64::from(run.pid)), ("server", u64::from(server.pid()))] {
+        let got: Vec<Value> = exchanges(&records, pid).iter().map(|r| fields(r, &keys)).collect();
+        assert_eq!(got, want(role), "{role} exchanges");
+    }
+    let client = exchanges(&records, u64::from(run.pid));
+    let server_side = exchanges(&records, u64::from(server.pid()));
+    for (c, s) in client.iter().zip(&server_side) {
+        let sizes = ["request_bytes", "response_bytes"];
+        assert_eq!(fields(c, &sizes), fields(s, &sizes), "{c} / {s}");
+        assert_eq!(c["local_port"], s["peer_port"]);
+        assert_eq!(s["local_port"], u64::from(server.port));
+    }
+}
+
+const DNS_KEYS: &[&str] = &[
+    "protocol",
+    "role",
+    "target",
+    "status",
+    "dns_type",
+    "dns_rcode",
+    "dns_answer_count",
+    "dns_addresses",
+    "dns_id",
+    "transport",
+    "partial",
+];
+
+fn dns_record(role: &str, answer: &DigAnswer, name: &str, qtype: &str, transport: &str) -> Value {
+    let rcode = answer.rcode.clone().unwrap();
+    json!({"protocol": "dns", "role": role, "target": name, "status": if rcode == "NOERROR" { 0 } else { 3 },
+           "dns_type": qtype, "dns_rcode": rcode, "dns_answer_count": answer.records.len(),
+           "dns_addresses": answer.addresses(), "dns_id": answer.id.unwrap(), "transport": transport,
+           "partial": null})
+}
+
+#[test]
+fn dns_queries_of_dig_and_answers_of_dnsmasq_over_udp_and_tcp() {
+    let _kernel = KERNEL.lock().unwrap_or_else(|e| e.into_inner());
+    let server = Dnsmasq::start(&std::env::temp_dir()).expect("dnsmasq");
+    let kscope = KscopeRun::start(&[]).expect("kscope starts");
+    let queries = [(dns::WWW, "A", false), (dns::API, "AAAA", true), (dns::MISSING, "A", false)];
+    let answers: Vec<DigAnswer> =
+        queries.iter().map(|(name, qtype, tcp)| server.dig(name, qtype, *tcp).expect("dig")).collect();
+    assert_eq!(answers[0].addresses(), [IpAddr::V4(dns::WWW_V4)]);
+    assert_eq!(answers[1].addresses(), [IpAddr::V6(dns::API_V6)]);
+    assert_eq!(answers[2].rcode.as_deref(), Some("NXDOMAIN"));
+    let records = stop(kscope);
+
+    // dnsmasq forks a child per TCP connection: the server side is every
+    // dnsmasq process.
+    let server_got: Vec<&Value> =
+        records.iter().filter(|r| r["type"] == "exchange" && r["comm"] == "dnsmasq").collect();
+    assert_eq!(server_got[0]["pid"], u64::from(server.pid()));
+    let mut server_want = Vec::new();
+    for ((name, qtype, tcp), answer) in queries.iter().zip(&answers) {
+        let transport = if *tcp { "tcp" } else { "udp" };
+        let got: Vec<Value> = exchanges(&records, u64::from(answer.pid)).iter().map(|r| fields(r, DNS_KEYS)).collect();
+        assert_eq!(got, vec![dns_record("client", answer, name, qtype, transport)], "dig {name} {qtype}");
+        let client = exchanges(&records, u64::from(answer.pid))[0];
+        assert_eq!((&client["peer_addr"], &client["peer_port"]), (&json!("127.0.0.1"), &json!(server.port)));
+        server_want.push(dns_record("server", answer, name, qtype, transport));
+    }
+    let server_fields: Vec<Value> = server_got.iter().map(|r| fields(r, DNS_KEYS)).collect();
+    assert_eq!(server_fields, server_want, "dnsmasq's exchanges");
+    // dnsmasq answers on one unconnected UDP socket: each exchange names
+    // its own client, the dig process's port.
+    for (record, answer) in server_got.iter().zip(&answers) {
+        let client = exchanges(&records, u64::from(answer.pid))[0];
+        assert_eq!(record["peer_port"], client["local_port"], "{record}");
+        assert_eq!(record["request_bytes"], client["request_bytes"]);
+        assert_eq!(record["response_bytes"], client["response_bytes"]);
+    }
+}
+
+#[test]
+fn glibc_a_and_aaaa_sent_together_are_paired() {
+    let _kernel = KERNEL.lock().unwrap_or_else(|e| e.into_inner());
+    let server = Dnsmasq::start_in_netns(&std::env::temp_dir()).expect("dnsmasq in a netns");
+    let kscope = KscopeRun::start(&[]).expect("kscope starts");
+    let resolved = server.getaddrinfo(dns::WWW).expect("getent");
+    let mut addresses = resolved.addresses.clone();
+    addresses.sort();
+    assert_eq!(addresses, [IpAddr::V4(dns::WWW_V4), IpAddr::V6(dns::WWW_V6)]);
+    let records = stop(kscope);
+
+    let keys = ["protocol", "role", "target", "status", "dns_type", "dns_rcode", "dns_addresses", "transport"];
+    let want = |role: &str| -> Vec<Value> {
+        [("A", json!([dns::WWW_V4])), ("AAAA", json!([dns::WWW_V6]))]
+            .iter()
+            .map(|(qtype, addresses)| {
+                json!({"protocol": "dns", "role": role, "target": dns::WWW, "status": 0, "dns_type": qtype,
+                       "dns_rcode": "NOERROR", "dns_addresses": addresses, "transport": "udp"})
+            })
+            .collect()
+    };
+    let sorted = |mut v: Vec<Value>| {
+        v.sort_by_key(|r| r["dns_type"].as_str().unwrap_or("").to_owned());
+        v
+    };
+    for (role, pid) in [("client", u64::from(resolved.pid)), ("server", u64::from(server.pid()))] {
+        let got: Vec<Value> = exchanges(&records, pid).iter().map(|r| fields(r, &keys)).collect();
+        assert_eq!(sorted(got), want(role), "{role} exchanges");
+    }
+    // Both queries left in one sendmmsg: the client's data events say so.
+    let ids: Vec<&Value> = exchanges(&records, u64::from(resolved.pid)).iter().map(|r| &r["dns_id"]).collect();
+    assert_ne!(ids[0], ids[1]);
 }

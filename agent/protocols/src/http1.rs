@@ -636,7 +636,8 @@ impl Http1Parser {
     }
 
     /// Parses a head from `rest` (after any buffered prefix). Returns the
-    /// bytes of `rest` it used; `None` when it needs more.
+    /// bytes of `rest` it used: all of them, buffered, when the head is not
+    /// complete yet.
     fn parse_head(&mut self, kind: &Kind, rest: &[u8], ts: u64, out: &mut Vec<Exchange>) -> Result<usize, ParseError> {
         let privacy = self.privacy;
         let side = self.side(kind);

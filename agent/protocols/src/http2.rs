@@ -107,10 +107,6 @@ impl FrameHeader {
         self.flags & flag != 0
     }
 
-    fn wire_len(&self) -> u64 {
-        u64::from(self.len) + FRAME_HEADER_LEN as u64
-    }
-
     /// The stream-id and fixed-length rules of RFC 9113 §6 (connection
     /// errors). Unknown types pass: extensions must be ignored.
     fn validate(&self) -> Result<(), ParseError> {
@@ -287,7 +283,9 @@ struct Stream {
     grpc_status: Option<u32>,
     grpc_message: Option<String>,
     response_seen: bool,
-    /// Frame bytes per direction (indexed by [`index`]).
+    /// Frame bytes seen per direction (indexed by [`index`]): captured, or
+    /// moved uncaptured inside a frame whose header was seen; never the
+    /// length a header declares for bytes that did not go by.
     bytes: [u64; 2],
     ended: [bool; 2],
     messages: [MessageCounter; 2],
@@ -308,6 +306,7 @@ struct Block {
     fragments: Vec<u8>,
     /// Part of the block was not seen or did not fit: it cannot be decoded.
     lost: bool,
+    /// Frame bytes of the block that went by so far.
     bytes: u64,
     start_ns: u64,
 }
@@ -359,6 +358,9 @@ struct Conn {
     from_start: Option<bool>,
     decoders: [Decoder; 2],
     blocks: [Option<Block>; 2],
+    /// Per direction, the stream the current frame's payload bytes count
+    /// for as they go by (captured or not); `None`: no stream's.
+    payload_stream: [Option<u32>; 2],
     streams: BTreeMap<u32, Stream>,
     counts: ParserCounts,
     /// The first error of the segment being fed.
@@ -389,6 +391,7 @@ impl Http2Parser {
                 from_start: None,
                 decoders: [Decoder::new(None), Decoder::new(None)],
                 blocks: [None, None],
+                payload_stream: [None, None],
                 streams: BTreeMap::new(),
                 counts: ParserCounts::default(),
                 error: None,
@@ -460,6 +463,7 @@ impl Http2Parser {
                 Rx::Payload(header) => {
                     let take = (header.len as usize - side.buf.len()).min(data.len());
                     side.buf.push(&data[..take], 0, ts);
+                    conn.payload_bytes(d, take as u64);
                     data = &data[take..];
                     if side.buf.len() == header.len as usize {
                         conn.on_frame(d, &header, side.buf.bytes(), ts, out);
@@ -470,6 +474,7 @@ impl Http2Parser {
                 Rx::Data(mut rx) => {
                     if rx.need_pad_len {
                         let pad = u64::from(data[0]);
+                        conn.payload_bytes(d, 1);
                         data = &data[1..];
                         if pad > rx.data_remaining {
                             return Err(malformed("DATA padding longer than the frame"));
@@ -480,10 +485,12 @@ impl Http2Parser {
                     } else if rx.data_remaining > 0 {
                         let take = data.len().min(usize::try_from(rx.data_remaining).unwrap_or(usize::MAX));
                         conn.on_data(d, rx.header.stream, &data[..take]);
+                        conn.payload_bytes(d, take as u64);
                         rx.data_remaining -= take as u64;
                         data = &data[take..];
                     } else {
                         let take = data.len().min(usize::try_from(rx.pad_remaining).unwrap_or(usize::MAX));
+                        conn.payload_bytes(d, take as u64);
                         rx.pad_remaining -= take as u64;
                         data = &data[take..];
                     }
@@ -491,6 +498,7 @@ impl Http2Parser {
                 }
                 Rx::Skip(remaining) => {
                     let take = data.len().min(usize::try_from(remaining).unwrap_or(usize::MAX));
+                    conn.payload_bytes(d, take as u64);
                     data = &data[take..];
                     side.rx = if remaining == take as u64 { Rx::Header } else { Rx::Skip(remaining - take as u64) };
                 }
@@ -514,18 +522,26 @@ impl Http2Parser {
                 }
                 Rx::Data(mut rx) => {
                     if rx.need_pad_len {
-                        // The split between data and padding is unknown.
+                        // The split between data and padding is unknown:
+                        // the rest of the frame is skipped as a whole.
                         rx.need_pad_len = false;
-                        conn.on_data_lost(d, rx.header.stream, rx.data_remaining);
+                        if rx.data_remaining > 0 {
+                            // More than any message body left: the counter loses its framing.
+                            conn.on_data_lost(d, rx.header.stream, u64::MAX);
+                        }
+                        rx.pad_remaining = rx.data_remaining;
                         rx.data_remaining = 0;
+                        conn.payload_bytes(d, 1);
                         n -= 1;
                     } else if rx.data_remaining > 0 {
                         let take = n.min(rx.data_remaining);
                         conn.on_data_lost(d, rx.header.stream, take);
+                        conn.payload_bytes(d, take);
                         rx.data_remaining -= take;
                         n -= take;
                     } else {
                         let take = n.min(rx.pad_remaining);
+                        conn.payload_bytes(d, take);
                         rx.pad_remaining -= take;
                         n -= take;
                     }
@@ -533,6 +549,7 @@ impl Http2Parser {
                 }
                 Rx::Skip(remaining) => {
                     let take = n.min(remaining);
+                    conn.payload_bytes(d, take);
                     n -= take;
                     side.rx = if take == remaining { Rx::Header } else { Rx::Skip(remaining - take) };
                 }
@@ -581,6 +598,20 @@ impl Conn {
         }
     }
 
+    /// `n` bytes of the current frame's payload went by (captured or not):
+    /// they count for the header block being assembled on the frame's
+    /// stream, else for the stream itself.
+    fn payload_bytes(&mut self, d: Direction, n: u64) {
+        let i = index(d);
+        let Some(id) = self.payload_stream[i] else {
+            return;
+        };
+        match &mut self.blocks[i] {
+            Some(block) if block.stream == id => block.bytes += n,
+            _ => self.stream_bytes(d, id, n),
+        }
+    }
+
     /// A frame header arrived: returns what to do with its payload.
     fn start_frame(
         &mut self,
@@ -591,9 +622,16 @@ impl Conn {
     ) -> Result<Rx, ParseError> {
         let i = index(d);
         header.validate()?;
+        // Only the header counts now; the payload counts as it goes by
+        // (`payload_bytes`), for it may never come.
+        self.payload_stream[i] = None;
+        let on_stream = (header.stream != 0).then_some(header.stream);
         match (&mut self.blocks[i], header.kind) {
             (Some(block), CONTINUATION) if block.stream == header.stream => {
-                block.bytes += header.wire_len();
+                block.bytes += FRAME_HEADER_LEN as u64;
+                if !block.push {
+                    self.payload_stream[i] = on_stream;
+                }
             }
             (Some(_), _) => return Err(malformed("header block interrupted before END_HEADERS")),
             (None, CONTINUATION) => {
@@ -610,11 +648,17 @@ impl Conn {
                     push: header.kind == PUSH_PROMISE,
                     fragments: Vec::new(),
                     lost: false,
-                    bytes: header.wire_len(),
+                    bytes: FRAME_HEADER_LEN as u64,
                     start_ns: header.start_ns,
                 });
+                if header.kind == HEADERS {
+                    self.payload_stream[i] = on_stream;
+                }
             }
-            (None, _) => self.stream_bytes(d, header.stream, header.wire_len()),
+            (None, _) => {
+                self.stream_bytes(d, header.stream, FRAME_HEADER_LEN as u64);
+                self.payload_stream[i] = on_stream;
+            }
         }
         if header.kind == DATA {
             let rx = DataRx {

@@ -96,10 +96,11 @@ struct PendingIo {
 #[map]
 static IN_FLIGHT: LruHashMap<u64, PendingIo> = LruHashMap::with_max_entries(16384, 0);
 
-/// Iovecs of one call captured from; messages of one `sendmmsg`/`recvmmsg`,
+/// Iovecs of one call captured from (gRPC writes a frame header and its
+/// payload as separate slices, a dozen or more per call); messages of one `sendmmsg`/`recvmmsg`,
 /// and iovecs of each of those (DNS resolvers and UDP servers use one).
 /// Bytes in iovecs beyond these are counted, not captured.
-const MAX_IOVECS: u32 = 8;
+const MAX_IOVECS: u32 = 32;
 const MAX_MMSG: u32 = 8;
 const MAX_MMSG_IOVECS: u32 = 2;
 /// uapi layouts (stable ABI): `struct user_msghdr` and `struct mmsghdr`.
@@ -260,18 +261,27 @@ fn copy_user(event: &mut SocketDataEvent, offset: u32, src: u64, len: u64) -> u3
 /// number of states it explores stays linear in the iovec count.
 #[inline(always)]
 fn copy_iovecs<const MAX_IOVECS: u32>(event: &mut SocketDataEvent, iov: u64, iovcnt: u64, total: u64, in_kernel: u32) -> u32 {
+    // Bytes still to account for live in the record too (`total_len`,
+    // rewritten by `send`), for the same reason.
     let captured = &raw mut event.header.captured_len;
-    unsafe { core::ptr::write_volatile(captured, 0) };
-    let mut left = total;
+    let left = &raw mut event.header.total_len;
+    unsafe {
+        core::ptr::write_volatile(captured, 0);
+        core::ptr::write_volatile(left, total);
+    }
     for i in 0..MAX_IOVECS {
-        if u64::from(i) >= iovcnt || left == 0 {
+        if u64::from(i) >= iovcnt {
+            break;
+        }
+        let remaining = unsafe { core::ptr::read_volatile(left) };
+        if remaining == 0 {
             break;
         }
         let entry = iov + u64::from(i) * IOVEC_SIZE;
         let base: u64 = read_meta(entry, in_kernel).unwrap_or(0);
         let len: u64 = read_meta(entry + 8, in_kernel).unwrap_or(0);
-        let len = if len < left { len } else { left };
-        left -= len;
+        let len = if len < remaining { len } else { remaining };
+        unsafe { core::ptr::write_volatile(left, remaining - len) };
         let offset = unsafe { core::ptr::read_volatile(captured) };
         let got = copy_user(event, offset, base, len);
         unsafe { core::ptr::write_volatile(captured, offset.wrapping_add(got) & CAPTURE_MASK as u32) };

@@ -603,6 +603,89 @@ fn rst_stream_ends_the_stream_and_close_flushes_open_ones() {
     );
 }
 
+/// Feeds `data` of which only the first `captured` bytes were captured.
+fn feed_cut(parser: &mut Http2Parser, out: &mut Vec<Exchange>, d: Direction, ts: u64, data: &[u8], captured: usize) {
+    let segment =
+        Segment { direction: d, timestamp_ns: ts, data: &data[..captured], total_len: data.len() as u64, peer: None };
+    parser.feed(&segment, out).expect("well-formed");
+}
+
+/// A frame header that declares far more payload than ever goes by (the
+/// fuzzer's case: server side, a DATA frame of 3 MB on a connection that
+/// moved 280 bytes): the exchange counts the bytes that went by, captured
+/// or not, never the declared length.
+#[test]
+fn bytes_counted_are_bytes_seen_not_declared_lengths() {
+    let mut client = loona_hpack::Encoder::new();
+    let req = encode(&mut client, GET_HEADERS);
+    let headers = frame(HEADERS, END_HEADERS, 1, &req);
+    let mut data_header = frame(DATA, END_STREAM, 1, &[]);
+    data_header[..3].copy_from_slice(&3_158_069u32.to_be_bytes()[1..]);
+    let server = Some(Role::Server);
+    // All captured: 7 bytes of the DATA payload, then the connection closes.
+    let mut parser = Http2Parser::new(server, Privacy::default());
+    let mut out = Vec::new();
+    let first = [PREFACE.to_vec(), settings(&[]), headers.clone(), data_header.clone(), b"payload".to_vec()].concat();
+    feed_cut(&mut parser, &mut out, Recv, 1, &first, first.len());
+    parser.close(9, &mut out);
+    assert_eq!(out.len(), 1);
+    assert_eq!((out[0].request_bytes, out[0].response_bytes), ((headers.len() + 9 + 7) as u64, 0));
+    assert_eq!(out[0].role, Role::Server);
+    // The same with 100 more bytes moved but not captured: they count too.
+    let mut parser = Http2Parser::new(server, Privacy::default());
+    let mut out = Vec::new();
+    let moved = [first.clone(), vec![0; 100]].concat();
+    feed_cut(&mut parser, &mut out, Recv, 1, &moved, first.len());
+    parser.close(9, &mut out);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].request_bytes, (headers.len() + 9 + 7 + 100) as u64);
+}
+
+/// A header block frame too large to buffer ends its block at once (lost),
+/// but only the part of its payload that goes by counts.
+#[test]
+fn oversized_header_block_counts_only_what_went_by() {
+    let mut huge = frame(HEADERS, END_HEADERS, 1, &[]);
+    huge[..3].copy_from_slice(&(MAX_BUFFERED_PAYLOAD as u32 + 1).to_be_bytes()[1..]);
+    let mut parser = Http2Parser::default();
+    let mut out = Vec::new();
+    let first = [PREFACE.to_vec(), settings(&[]), huge, vec![0x82; 20]].concat();
+    feed_cut(&mut parser, &mut out, Send, 1, &[first.clone(), vec![0; 30]].concat(), first.len());
+    parser.close(9, &mut out);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].request_bytes, 9 + 20 + 30);
+    assert!(out[0].partial.as_deref().is_some_and(|p| p.contains("a header block was not seen")));
+}
+
+/// A padded DATA frame whose pad length byte was not captured: the rest of
+/// the frame is skipped whole (data and padding), framing kept, every byte
+/// counted once.
+#[test]
+fn uncaptured_pad_length_keeps_framing() {
+    let mut client = loona_hpack::Encoder::new();
+    let req = encode(&mut client, GET_HEADERS);
+    let headers = frame(HEADERS, END_HEADERS, 1, &req);
+    let padded = frame(DATA, PADDED | END_STREAM, 1, &[[3].as_slice(), b"body", &[0; 3]].concat());
+    let next = frame(HEADERS, END_HEADERS | END_STREAM, 3, &encode(&mut client, GET_HEADERS));
+    let mut parser = Http2Parser::default();
+    let mut out = Vec::new();
+    let first = [PREFACE.to_vec(), settings(&[]), headers.clone(), padded[..9].to_vec()].concat();
+    // The header of the DATA frame captured, its pad length byte not.
+    feed_cut(&mut parser, &mut out, Send, 1, &[first.clone(), padded[9..10].to_vec()].concat(), first.len());
+    // The rest of the frame, then the next request.
+    let rest = [padded[10..].to_vec(), next.clone()].concat();
+    feed_cut(&mut parser, &mut out, Send, 2, &rest, rest.len());
+    let responses = [settings(&[]), frame(HEADERS, END_HEADERS | END_STREAM, 1, &[0x88])].concat();
+    feed_cut(&mut parser, &mut out, Recv, 3, &responses, responses.len());
+    let response = frame(HEADERS, END_HEADERS | END_STREAM, 3, &[0x88]);
+    feed_cut(&mut parser, &mut out, Recv, 4, &response, response.len());
+    let summary: Vec<_> = out.iter().map(|e| (e.request_bytes, e.response_bytes, e.status, e.end_ns)).collect();
+    assert_eq!(
+        summary,
+        vec![((headers.len() + padded.len()) as u64, 10, Some(200), 3), (next.len() as u64, 10, Some(200), 4),]
+    );
+}
+
 #[test]
 fn malformed_frames_are_errors_and_the_parser_resynchronises() {
     let mut parser = Http2Parser::default();
@@ -709,6 +792,11 @@ proptest! {
             let _ = parser.feed(&segment, &mut out);
         }
         parser.close(2, &mut out);
+        let moved = if preface { PREFACE.len() as u64 } else { 0 }
+            + segments.iter().map(|(_, data, missing)| data.len() as u64 + missing).sum::<u64>();
+        for exchange in &out {
+            prop_assert!(exchange.request_bytes + exchange.response_bytes <= moved, "{exchange:?} of {moved}");
+        }
     }
 
     #[test]
@@ -728,5 +816,9 @@ proptest! {
             let _ = parser.feed(&seg(*d, *ts, data), &mut out);
         }
         parser.close(u64::MAX, &mut out);
+        let moved = segments.iter().map(|(_, _, data)| data.len() as u64).sum::<u64>();
+        for exchange in &out {
+            prop_assert!(exchange.request_bytes + exchange.response_bytes <= moved, "{exchange:?} of {moved}");
+        }
     }
 }
