@@ -10,7 +10,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use kscope_protocols::{
-    ConnContext, Direction, Exchange, Parser, ParserCounts, Privacy, ProtocolId, Role, Segment, Transport, infer,
+    ConnContext, Direction, Exchange, Parser, ParserCounts, Privacy, Role, Segment, Transport, infer,
 };
 
 use crate::decode::{Event, Origin, SocketData, TcpConnEvent, TcpStep};
@@ -83,7 +83,7 @@ pub struct ConnCounts {
 
 enum Verdict {
     Undecided { attempts: u32, held: Vec<HeldSegment>, held_bytes: usize },
-    Parsing { protocol: ProtocolId, parser: Box<dyn Parser> },
+    Parsing { parser: Box<dyn Parser> },
     Unknown,
 }
 
@@ -260,7 +260,7 @@ impl ConnTable {
                     for earlier in held.drain(..) {
                         let _ = parser.feed(&earlier.segment(), &mut self.exchanges);
                     }
-                    conn.verdict = Verdict::Parsing { protocol: spec.id, parser };
+                    conn.verdict = Verdict::Parsing { parser };
                 }
                 None => {
                     *attempts += 1;
@@ -331,14 +331,6 @@ impl ConnTable {
         let all: Vec<u64> = self.connections.keys().copied().collect();
         for sock_id in all {
             self.close(sock_id, now_ns, out);
-        }
-    }
-
-    #[cfg(test)]
-    fn protocol(&self, sock_id: u64) -> Option<ProtocolId> {
-        match self.connections.get(&sock_id)?.verdict {
-            Verdict::Parsing { protocol, .. } => Some(protocol),
-            _ => None,
         }
     }
 }

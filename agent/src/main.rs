@@ -2,24 +2,10 @@
 //! lifecycle events; `kscope probe` shows which hook form each sensor uses on
 //! this kernel and why better ones were rejected.
 
-#![cfg_attr(test, allow(clippy::unwrap_used, reason = "tests fail loudly"))]
-
-mod conntrack;
-mod decode;
-mod kernel;
-mod loader;
-mod output;
-mod preflight;
-mod run;
-mod sensors;
-mod stats;
-mod transport;
-
 use std::{io::Write, process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand};
-
-use crate::{output::OutputFormat, run::RunOptions, sensors::HookForm};
+use kscope::{output, output::OutputFormat, run, run::RunOptions, sensors, sensors::HookForm};
 
 #[derive(Debug, Parser)]
 #[command(name = "kscope", version, about = "eBPF observability agent")]
@@ -63,6 +49,31 @@ enum Command {
         /// Connections the connection table tracks at most (more are counted, not parsed).
         #[arg(long, default_value_t = 16384, value_parser = clap::value_parser!(u64).range(1..))]
         connections: u64,
+        /// Save every record read from the kernel, raw, to this file (payloads included: handle with care).
+        #[arg(long)]
+        record: Option<std::path::PathBuf>,
+        /// Bytes the recording may grow to; records beyond are counted, not written.
+        #[arg(long, default_value_t = 256 << 20)]
+        record_limit: u64,
+    },
+    /// Replay a recording (`run --record`) through decode, the connection table and the parsers.
+    Replay {
+        recording: std::path::PathBuf,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Console)]
+        output: OutputFormat,
+        /// Keep only these processes' records (repeatable; with --comm, either matches).
+        #[arg(long = "pid")]
+        pids: Vec<u32>,
+        /// Keep only records of threads with this comm (repeatable).
+        #[arg(long = "comm")]
+        comms: Vec<String>,
+        /// Write the (filtered) recording here instead of replaying it.
+        #[arg(long)]
+        save: Option<std::path::PathBuf>,
+        #[arg(long)]
+        keep_query: bool,
+        #[arg(long)]
+        data_events: bool,
     },
     /// Show, per sensor, the hook form this kernel allows and why better forms were rejected.
     Probe {
@@ -101,6 +112,8 @@ fn main() -> ExitCode {
             keep_query,
             data_events,
             connections,
+            record,
+            record_limit,
         } => {
             let duration = match duration.map(Duration::try_from_secs_f64).transpose() {
                 Ok(d) => d,
@@ -120,6 +133,8 @@ fn main() -> ExitCode {
                 privacy: kscope_protocols::Privacy { keep_query },
                 data_events,
                 connections: usize::try_from(connections).unwrap_or(usize::MAX),
+                record,
+                record_limit,
             };
             tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -129,6 +144,9 @@ fn main() -> ExitCode {
                 .and_then(|rt| rt.block_on(run::run(opts)))
         }
         Command::Probe { output } => probe(output),
+        Command::Replay { recording, output, pids, comms, save, keep_query, data_events } => {
+            replay(&recording, output, (&pids, &comms), save.as_deref(), keep_query, data_events)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -138,6 +156,44 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn replay(
+    path: &std::path::Path,
+    format: OutputFormat,
+    (pids, comms): (&[u32], &[String]),
+    save: Option<&std::path::Path>,
+    keep_query: bool,
+    data_events: bool,
+) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut recording =
+        kscope::recording::Recording::parse(&bytes).with_context(|| format!("{}", path.display()))?;
+    if !pids.is_empty() || !comms.is_empty() {
+        recording.retain(pids, comms);
+    }
+    if let Some(save) = save {
+        recording.write(save).with_context(|| format!("cannot write {}", save.display()))?;
+        eprintln!("kscope: saved {} records to {}", recording.records.len(), save.display());
+        return Ok(());
+    }
+    // Replays print the same ids each time.
+    output::fix_sock_token_key(0);
+    let sink = output::Sink { format, clock: recording.clock, data_events };
+    let mut table = kscope::conntrack::ConnTable::new(
+        usize::MAX,
+        u64::MAX,
+        kscope_protocols::Privacy { keep_query },
+    );
+    let mut text = Vec::new();
+    let counts = kscope::recording::replay(&recording.records, &sink, &mut table, &mut text);
+    std::io::stdout().lock().write_all(&text)?;
+    eprintln!(
+        "kscope replay: {} records, {} undecodable, {} lines, {} exchanges",
+        counts.records, counts.decode_errors, counts.lines, counts.exchanges
+    );
+    Ok(())
 }
 
 /// Loads and attaches every form of every sensor, as `run` would (so

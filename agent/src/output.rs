@@ -51,6 +51,15 @@ impl Clock {
         Self { realtime_minus_monotonic_ns: real - mono }
     }
 
+    /// The clock of a recorded run.
+    pub fn from_offset(realtime_minus_monotonic_ns: i128) -> Self {
+        Self { realtime_minus_monotonic_ns }
+    }
+
+    pub fn offset(&self) -> i128 {
+        self.realtime_minus_monotonic_ns
+    }
+
     pub fn unix_nanos(&self, monotonic_ns: u64) -> u64 {
         u64::try_from(i128::from(monotonic_ns) + self.realtime_minus_monotonic_ns).unwrap_or(0)
     }
@@ -60,8 +69,16 @@ impl Clock {
 /// a kernel pointer (defeating KASLR); a keyed hash, with a key drawn once
 /// per run, joins a connection's records just as well.
 pub fn sock_token(kernel_address: u64) -> String {
-    static KEY: OnceLock<RandomState> = OnceLock::new();
-    format!("{:016x}", KEY.get_or_init(RandomState::new).hash_one(kernel_address))
+    let key = *SOCK_TOKEN_KEY.get_or_init(|| RandomState::new().hash_one(0u64));
+    format!("{:016x}", std::hash::BuildHasherDefault::<std::hash::DefaultHasher>::default().hash_one((key, kernel_address)))
+}
+
+static SOCK_TOKEN_KEY: OnceLock<u64> = OnceLock::new();
+
+/// Fixes the key of [`sock_token`] (replays print the same ids every time);
+/// only before the first token is made.
+pub fn fix_sock_token_key(key: u64) {
+    let _ = SOCK_TOKEN_KEY.set(key);
 }
 
 /// CLOCK_MONOTONIC now, the clock the kernel programs stamp events with.
@@ -495,6 +512,39 @@ fn exchange_json<'a>(record: &'a ExchangeRecord, clock: &Clock) -> ExchangeJson<
         peer_port: record.peer.1,
         partial: e.partial.as_deref(),
         detail,
+    }
+}
+
+/// Where and how records are printed.
+#[derive(Debug, Clone, Copy)]
+pub struct Sink {
+    pub format: OutputFormat,
+    pub clock: Clock,
+    /// Print data events' metadata too.
+    pub data_events: bool,
+}
+
+impl Sink {
+    /// Appends one event's line to `text`; data events only when asked for.
+    /// Returns whether a line was written.
+    pub fn event(&self, event: &Event, text: &mut Vec<u8>) -> bool {
+        if matches!(event, Event::Data(_)) && !self.data_events {
+            return false;
+        }
+        match self.format {
+            OutputFormat::Console => text.extend_from_slice(event_line(event, &self.clock).as_bytes()),
+            OutputFormat::Json => write_event_json(text, event, &self.clock),
+        }
+        text.push(b'\n');
+        true
+    }
+
+    pub fn exchange(&self, record: &ExchangeRecord, text: &mut Vec<u8>) {
+        match self.format {
+            OutputFormat::Console => text.extend_from_slice(exchange_line(record, &self.clock).as_bytes()),
+            OutputFormat::Json => write_exchange_json(text, record, &self.clock),
+        }
+        text.push(b'\n');
     }
 }
 

@@ -22,8 +22,9 @@ use crate::{
     decode::Event,
     kernel::KernelFeatures,
     loader,
-    output::{self, Clock, OutputFormat, StatsRecord},
+    output::{self, Clock, OutputFormat, Sink, StatsRecord},
     preflight,
+    recording::Recorder,
     sensors::{self, HookForm, SENSORS, Search, SensorChoice},
     stats::{LossLedger, ProgramStats, SensorCounts},
     transport,
@@ -44,6 +45,9 @@ pub struct RunOptions {
     pub data_events: bool,
     /// Connections the connection table tracks at most.
     pub connections: usize,
+    /// Save every record read, raw, here (`kscope replay` reads it back).
+    pub record: Option<std::path::PathBuf>,
+    pub record_limit: u64,
 }
 
 /// The loaded object and what the kernel offers, before any sensor attaches.
@@ -95,7 +99,15 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         _ => bail!("the eBPF object has no EVENTS perf event array"),
     };
     let (queue, events) = mpsc::channel(opts.queue_capacity);
-    let readers = transport::start(events_map, &cpus, opts.pages_per_cpu, Arc::clone(&ledger), queue)?;
+    let recorder = match &opts.record {
+        Some(path) => Some(Arc::new(
+            Recorder::create(path, &clock, opts.record_limit)
+                .with_context(|| format!("cannot create the recording {}", path.display()))?,
+        )),
+        None => None,
+    };
+    let readers =
+        transport::start(events_map, &cpus, opts.pages_per_cpu, Arc::clone(&ledger), queue, recorder.clone())?;
 
     // Kept open for the run: the kernel counts program run time only while
     // some process holds this fd (or kernel.bpf_stats_enabled is 1).
@@ -152,6 +164,15 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     // Program costs as they were while attached.
     summary.programs = summary_programs.programs;
     emit_stats(&summary, opts.output)?;
+    if let (Some(recorder), Some(path)) = (recorder, &opts.record) {
+        recorder.finish().with_context(|| format!("cannot write the recording {}", path.display()))?;
+        eprintln!(
+            "kscope: recorded {} records to {} ({} beyond --record-limit not recorded)",
+            recorder.recorded.load(Relaxed),
+            path.display(),
+            recorder.skipped.load(Relaxed)
+        );
+    }
     drop(stats_fd);
     Ok(())
 }
@@ -265,13 +286,6 @@ const REORDER_WINDOW_NS: u64 = transport::FLUSH_INTERVAL.as_nanos() as u64 + 50_
 /// sockets have no close kscope sees; TCP closes may be lost).
 const IDLE_CONNECTION_NS: u64 = 120_000_000_000;
 
-/// Where and how records are printed.
-struct Sink {
-    format: OutputFormat,
-    clock: Clock,
-    data_events: bool,
-}
-
 async fn write_events(
     mut events: mpsc::Receiver<Event>,
     sink: Sink,
@@ -316,26 +330,16 @@ fn write_lines(events: &[Event], exchanges: &[ExchangeRecord], sink: &Sink, ledg
     let mut text: Vec<u8> = Vec::new();
     let (mut lines, mut analyzed) = (0u64, 0u64);
     for event in events {
+        let printed = sink.event(event, &mut text);
+        // A data event is accounted for by the connection table, printed or not.
         if matches!(event, Event::Data(_)) {
             analyzed += 1;
-            if !sink.data_events {
-                continue;
-            }
-        } else {
+        } else if printed {
             lines += 1;
         }
-        match sink.format {
-            OutputFormat::Console => text.extend_from_slice(output::event_line(event, &sink.clock).as_bytes()),
-            OutputFormat::Json => output::write_event_json(&mut text, event, &sink.clock),
-        }
-        text.push(b'\n');
     }
     for record in exchanges {
-        match sink.format {
-            OutputFormat::Console => text.extend_from_slice(output::exchange_line(record, &sink.clock).as_bytes()),
-            OutputFormat::Json => output::write_exchange_json(&mut text, record, &sink.clock),
-        }
-        text.push(b'\n');
+        sink.exchange(record, &mut text);
     }
     ledger.analyzed.fetch_add(analyzed, Relaxed);
     if text.is_empty() {

@@ -25,6 +25,7 @@ use tokio::{
 use self::ring::PerfRing;
 use crate::{
     decode::{Event, decode},
+    recording::Recorder,
     stats::LossLedger,
 };
 
@@ -56,6 +57,7 @@ pub fn start(
     pages_per_cpu: usize,
     ledger: Arc<LossLedger>,
     queue: mpsc::Sender<Event>,
+    recorder: Option<Arc<Recorder>>,
 ) -> anyhow::Result<Readers> {
     let (stop, stopped) = watch::channel(false);
     let mut tasks = Vec::with_capacity(cpus.len());
@@ -68,7 +70,7 @@ pub fn start(
         // until the ring (owned by the AsyncFd) is dropped.
         let fd = unsafe { AsyncFd::register(ring) }
             .map_err(|err| anyhow::anyhow!("cannot register a perf ring with tokio: {err}"))?;
-        tasks.push(tokio::spawn(drain(fd, slot, Arc::clone(&ledger), queue.clone(), stopped.clone())));
+        tasks.push(tokio::spawn(drain(fd, slot, Arc::clone(&ledger), queue.clone(), stopped.clone(), recorder.clone())));
     }
     Ok(Readers { tasks, stop, _map: map })
 }
@@ -79,6 +81,7 @@ async fn drain(
     ledger: Arc<LossLedger>,
     queue: mpsc::Sender<Event>,
     mut stop: watch::Receiver<bool>,
+    recorder: Option<Arc<Recorder>>,
 ) {
     let mut batch = Vec::new();
     loop {
@@ -92,14 +95,19 @@ async fn drain(
             () = tokio::time::sleep(FLUSH_INTERVAL) => false,
             _ = stop.changed() => true,
         };
-        let drained = fd.get_mut().drain(|bytes| match decode(bytes) {
-            Ok(event) => {
-                ledger.decoded.fetch_add(1, Relaxed);
-                batch.push(event);
+        let drained = fd.get_mut().drain(|bytes| {
+            if let Some(recorder) = &recorder {
+                recorder.record(bytes);
             }
-            Err(err) => {
-                ledger.decode_errors.fetch_add(1, Relaxed);
-                tracing::debug!(%err, cpu = slot, "undecodable record");
+            match decode(bytes) {
+                Ok(event) => {
+                    ledger.decoded.fetch_add(1, Relaxed);
+                    batch.push(event);
+                }
+                Err(err) => {
+                    ledger.decode_errors.fetch_add(1, Relaxed);
+                    tracing::debug!(%err, cpu = slot, "undecodable record");
+                }
             }
         });
         ledger.read_per_cpu[slot].fetch_add(drained.samples, Relaxed);

@@ -1,0 +1,20 @@
+//! kscope's stages, one module each, in the order an event travels:
+//! kernel programs (`sensors`, `loader`, `kernel`) → per-CPU buffers
+//! (`transport`) → `decode` → connection table (`conntrack`) → protocol
+//! parsers (the `kscope-protocols` crate) → `output`; `stats` keeps the loss
+//! ledger across them. The `kscope` binary (main.rs) is the command line
+//! over these; benches and fuzz targets use them directly.
+
+#![cfg_attr(test, allow(clippy::unwrap_used, reason = "tests fail loudly"))]
+
+pub mod conntrack;
+pub mod decode;
+pub mod kernel;
+pub mod loader;
+pub mod output;
+pub mod preflight;
+pub mod recording;
+pub mod run;
+pub mod sensors;
+pub mod stats;
+pub mod transport;
