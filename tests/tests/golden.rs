@@ -1,0 +1,163 @@
+//! Golden tests: event streams recorded from real runs (`kscope run
+//! --record`, trimmed to the processes of each scenario) replayed through
+//! decode, the connection table and the parsers (`kscope replay`), with the
+//! records they must give checked in beside them.
+//!
+//! `record_goldens` (ignored) makes them again from real servers and
+//! clients: `KSCOPE_BIN=target/debug/kscope cargo test -p kscope-tests --test
+//! golden -- --ignored record_goldens`. Review the diff of the expected files
+//! before committing: the live tests in l7.rs assert the same scenarios
+//! against what the clients themselves reported.
+
+#![allow(clippy::unwrap_used, reason = "tests fail loudly")]
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    thread,
+    time::Duration,
+};
+
+use kscope_tests::{
+    agent::{KscopeRun, kscope_binary},
+    dns::{self, Dnsmasq},
+    grpc::{GrpcServer, grpc_client},
+    nginx::{Nginx, NginxOptions},
+    workspace_root,
+};
+use serde_json::Value;
+
+/// Each scenario and the exchanges its expected records must hold, so a
+/// recording that lost its traffic cannot be blessed unnoticed:
+/// (protocol, role, count).
+const SCENARIOS: &[(&str, &[(&str, &str, usize)])] = &[
+    ("http1_nginx_curl", &[("http1", "client", 3), ("http1", "server", 3)]),
+    ("http2_nginx_nghttp", &[("http2", "client", 3), ("http2", "server", 3)]),
+    ("grpc_grpcio", &[("grpc", "client", 3), ("grpc", "server", 3)]),
+    ("dns_dig_dnsmasq", &[("dns", "client", 3), ("dns", "server", 3)]),
+];
+
+fn golden_dir() -> PathBuf {
+    workspace_root().join("tests/golden")
+}
+
+fn replay(recording: &Path) -> Vec<Value> {
+    let out = Command::new(kscope_binary().unwrap())
+        .args(["replay", "--output", "json"])
+        .arg(recording)
+        .output()
+        .expect("kscope replay");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect()
+}
+
+fn read_expected(name: &str) -> Vec<Value> {
+    let path = golden_dir().join(format!("{name}.expected.jsonl"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    text.lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect()
+}
+
+#[test]
+fn replays_give_the_expected_records() {
+    for (name, wanted) in SCENARIOS {
+        let got = replay(&golden_dir().join(format!("{name}.rec")));
+        let expected = read_expected(name);
+        for (protocol, role, count) in *wanted {
+            let n = expected
+                .iter()
+                .filter(|r| r["type"] == "exchange" && r["protocol"] == *protocol && r["role"] == *role)
+                .count();
+            assert_eq!(n, *count, "{name}: {protocol} {role} exchanges in the expected records");
+        }
+        assert_eq!(got.len(), expected.len(), "{name}: number of records");
+        for (i, (g, e)) in got.iter().zip(&expected).enumerate() {
+            assert_eq!(g, e, "{name}: record {i}");
+        }
+    }
+}
+
+/// A recording cut short anywhere still replays, with an error, not a panic.
+#[test]
+fn truncated_recordings_are_errors() {
+    let bytes = std::fs::read(golden_dir().join("dns_dig_dnsmasq.rec")).unwrap();
+    let dir = std::env::temp_dir().join(format!("kscope-golden-cut-{}", std::process::id()));
+    for cut in [3, 20, bytes.len() / 2, bytes.len() - 1] {
+        std::fs::write(&dir, &bytes[..cut]).unwrap();
+        let out = Command::new(kscope_binary().unwrap()).arg("replay").arg(&dir).output().expect("kscope replay");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "cut at {cut}: {stderr}");
+        assert!(stderr.starts_with("error: "), "{stderr}");
+    }
+    let _ = std::fs::remove_file(&dir);
+}
+
+/// Records one scenario: kscope runs with `--record` while `traffic` runs,
+/// then the recording is trimmed to the processes `traffic` names.
+fn record(name: &str, traffic: impl FnOnce() -> (Vec<u32>, Vec<&'static str>)) {
+    let raw = std::env::temp_dir().join(format!("kscope-golden-{name}-{}.rec", std::process::id()));
+    let kscope = KscopeRun::start(&["--record", raw.to_str().unwrap()]).expect("kscope starts");
+    let (pids, comms) = traffic();
+    thread::sleep(Duration::from_millis(500));
+    let finished = kscope.stop().expect("kscope stops");
+    assert_eq!(finished.exit_code, Some(0), "{}", finished.stderr);
+    let rec = golden_dir().join(format!("{name}.rec"));
+    let mut cmd = Command::new(kscope_binary().unwrap());
+    cmd.arg("replay").arg(&raw).arg("--save").arg(&rec);
+    for pid in pids {
+        cmd.args(["--pid", &pid.to_string()]);
+    }
+    for comm in comms {
+        cmd.args(["--comm", comm]);
+    }
+    assert!(cmd.status().expect("kscope replay --save").success());
+    let _ = std::fs::remove_file(&raw);
+    let lines: Vec<String> = replay(&rec).iter().map(Value::to_string).collect();
+    std::fs::write(golden_dir().join(format!("{name}.expected.jsonl")), lines.join("\n") + "\n").unwrap();
+}
+
+#[test]
+#[ignore = "makes the golden recordings again; run by hand, then review the diff"]
+fn record_goldens() {
+    std::fs::create_dir_all(golden_dir()).unwrap();
+    let options = NginxOptions { status_locations: true, h2c: true, sendfile: true };
+    let nginx = Nginx::start_with(&std::env::temp_dir(), "hello from a golden run\n", options).unwrap();
+    let worker = nginx.worker_pids()[0] as u32;
+    record("http1_nginx_curl", || {
+        let base = format!("http://127.0.0.1:{}", nginx.port);
+        let child = Command::new("curl")
+            .args(["-s", "-o", "/dev/null", &format!("{base}/index.html"), "-o", "/dev/null"])
+            .arg(format!("{base}/missing"))
+            .args(["-o", "/dev/null", &format!("{base}/fail")])
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        assert!(child.wait_with_output().unwrap().status.success());
+        (vec![pid, worker], vec![])
+    });
+    record("http2_nginx_nghttp", || {
+        let port = nginx.h2c_port.unwrap();
+        let urls: Vec<String> =
+            ["/index.html", "/missing", "/fail"].iter().map(|p| format!("http://127.0.0.1:{port}{p}")).collect();
+        let child = Command::new("nghttp").arg("-n").args(&urls).spawn().unwrap();
+        let pid = child.id();
+        assert!(child.wait_with_output().unwrap().status.success());
+        (vec![pid, worker], vec![])
+    });
+    drop(nginx);
+    let server = GrpcServer::start().unwrap();
+    record("grpc_grpcio", || {
+        let run = grpc_client(&server.target(), &["Say:hello", "Count:3", "Fail"], &[]).unwrap();
+        assert!(run.status.success(), "{}", run.stderr);
+        (vec![run.pid, server.pid()], vec![])
+    });
+    drop(server);
+    let dnsmasq = Dnsmasq::start(&std::env::temp_dir()).unwrap();
+    record("dns_dig_dnsmasq", || {
+        let mut pids = vec![dnsmasq.pid()];
+        for (name, qtype, tcp) in [(dns::WWW, "A", false), (dns::API, "AAAA", true), (dns::MISSING, "A", false)] {
+            pids.push(dnsmasq.dig(name, qtype, tcp).unwrap().pid);
+        }
+        // dnsmasq answers TCP in a forked child.
+        (pids, vec!["dnsmasq"])
+    });
+}
