@@ -188,7 +188,7 @@ impl ConnTable {
 
     fn on_data(&mut self, data: &SocketData, out: &mut Vec<ExchangeRecord>) {
         self.counts.segments += 1;
-        self.counts.bytes_total += data.total_len;
+        self.counts.bytes_total = self.counts.bytes_total.saturating_add(data.total_len);
         self.counts.bytes_captured += data.data.len() as u64;
         let now = data.origin.timestamp_ns;
         if self.connections.get(&data.sock_id).is_some_and(|c| c.transport != data.transport) {

@@ -21,7 +21,7 @@ use anyhow::{Context as _, bail};
 use crate::{setup::FUZZ_TOOLCHAIN, workspace_root};
 
 /// The fuzz targets, in the order they run (the `[[bin]]`s of agent/fuzz).
-pub const TARGETS: &[&str] = &["http1", "http2", "dns"];
+pub const TARGETS: &[&str] = &["http1", "http2", "dns", "decoder"];
 
 /// Seconds per target unless `KSCOPE_FUZZ_SECONDS` says otherwise.
 const DEFAULT_SECONDS: u64 = 20;

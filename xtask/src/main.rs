@@ -139,13 +139,17 @@ enum Run {
 const LAYERS: &[Layer] = &[
     Layer { name: "unit", run: Run::Cargo(&["test", "--workspace", "--exclude", "kscope-tests"]) },
     Layer { name: "unit (harness helpers)", run: Run::Cargo(&["test", "-p", "kscope-tests", "--lib"]) },
+    // Recorded real streams replayed through decode, connection table and
+    // parsers, against the records checked in beside them.
+    Layer { name: "golden replays", run: Run::Cargo(&["test", "-p", "kscope-tests", "--test", "golden"]) },
     // The protocol parsers under libFuzzer, KSCOPE_FUZZ_SECONDS each.
     Layer { name: "fuzz", run: Run::Fuzz },
     // The HTTP/2, gRPC and DNS servers and clients the L7 tests drive, on
     // their own (no kscope).
     Layer { name: "L7 harnesses", run: Run::Cargo(&["test", "-p", "kscope-tests", "--test", "l7_harness"]) },
-    // Real eBPF on this machine's kernel, against nginx and curl.
-    Layer { name: "host kernel", run: Run::Cargo(&["test", "-p", "kscope-tests", "--test", "host"]) },
+    // Real eBPF on this machine's kernel: lifecycle events against nginx
+    // and curl; exchanges of nginx, curl, nghttp, grpcio, dnsmasq and dig.
+    Layer { name: "host kernel", run: Run::Cargo(&["test", "-p", "kscope-tests", "--test", "host", "--test", "l7"]) },
     // Debian's 6.1 and 6.12 kernels under QEMU: kprobe, fentry, tracepoint.
     // --nocapture lets each kernel's one-line verdict through.
     Layer {
