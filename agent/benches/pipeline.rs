@@ -16,6 +16,7 @@ use std::hint::black_box;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use kscope::{
     conntrack::ConnTable,
+    decode::{Event, decode},
     output::{Clock, OutputFormat, Sink},
     recording::{Recording, replay},
 };
@@ -60,7 +61,9 @@ fn pipeline(c: &mut Criterion) {
     let (records, exchanges) = stream();
     let mut group = c.benchmark_group("pipeline");
     group.throughput(Throughput::Elements(exchanges));
-    for (name, format) in [("decode+conntrack+http1+console", OutputFormat::Console), ("decode+conntrack+http1+json", OutputFormat::Json)] {
+    for (name, format) in
+        [("decode+conntrack+http1+console", OutputFormat::Console), ("decode+conntrack+http1+json", OutputFormat::Json)]
+    {
         group.bench_function(name, |b| {
             let sink = Sink { format, clock: Clock::from_offset(0), data_events: false };
             let mut text = Vec::with_capacity(1 << 20);
@@ -71,6 +74,22 @@ fn pipeline(c: &mut Criterion) {
             });
         });
     }
+    // The stages up to completed exchanges, without rendering them.
+    group.bench_function("decode+conntrack+http1", |b| {
+        let mut out = Vec::with_capacity(1024);
+        b.iter(|| {
+            let mut table = ConnTable::new(1 << 20, u64::MAX, Privacy::default());
+            let mut events: Vec<Event> = records.iter().filter_map(|r| decode(r).ok()).collect();
+            events.sort_by_key(|e| e.origin().timestamp_ns);
+            let mut completed = 0;
+            for event in &events {
+                table.on_event(event, &mut out);
+                completed += out.len();
+                out.clear();
+            }
+            black_box(completed)
+        });
+    });
     group.finish();
 }
 

@@ -127,12 +127,12 @@ impl ConnTable {
         }
     }
 
-    pub fn capacity(&self) -> usize {
-        self.capacity
-    }
-
     pub fn len(&self) -> usize {
         self.connections.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.connections.is_empty()
     }
 
     pub fn counts(&self) -> ConnCounts {
@@ -359,5 +359,150 @@ fn drain(
             local: conn.local,
             peer,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use bytes::Bytes;
+    use kscope_common::{DataSource, HookFormId, TcpRole};
+
+    use super::*;
+
+    const LOCAL: (IpAddr, u16) = (IpAddr::V4(Ipv4Addr::LOCALHOST), 8080);
+    const REMOTE: (IpAddr, u16) = (IpAddr::V4(Ipv4Addr::LOCALHOST), 40000);
+    const SOCK: u64 = 0xffff_8880_0000_1000;
+
+    fn origin(ts: u64) -> Origin {
+        Origin {
+            hook_form: HookFormId::Tracepoint,
+            pid: 7,
+            tid: 8,
+            timestamp_ns: ts,
+            cgroup_id: 9,
+            comm: "nginx".into(),
+        }
+    }
+
+    fn data(ts: u64, direction: Direction, bytes: &[u8]) -> Event {
+        Event::Data(SocketData {
+            origin: origin(ts),
+            sock_id: SOCK,
+            direction,
+            source: DataSource::Read,
+            transport: Transport::Tcp,
+            local: LOCAL,
+            remote: REMOTE,
+            peer: None,
+            total_len: bytes.len() as u64,
+            data: Bytes::copy_from_slice(bytes),
+        })
+    }
+
+    fn tcp(ts: u64, step: TcpStep) -> Event {
+        Event::Tcp(TcpConnEvent {
+            origin: origin(ts),
+            step,
+            sock_id: SOCK,
+            role: Some(TcpRole::Server),
+            local: LOCAL,
+            remote: REMOTE,
+            never_established: false,
+            bytes_sent: 0,
+            bytes_received: 0,
+            duration_ns: 0,
+        })
+    }
+
+    fn table() -> ConnTable {
+        ConnTable::new(4, 1_000, Privacy::default())
+    }
+
+    const RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi";
+
+    #[test]
+    fn a_request_read_in_pieces_is_judged_whole_and_parsed_from_its_first_byte() {
+        let mut t = table();
+        let mut out = Vec::new();
+        for event in [
+            tcp(1, TcpStep::Accept),
+            data(2, Direction::Recv, b"G"),
+            data(3, Direction::Recv, b"ET /a HTTP/1.1\r\nHost: x\r\n\r\n"),
+            data(4, Direction::Send, RESPONSE),
+        ] {
+            t.on_event(&event, &mut out);
+        }
+        assert_eq!(out.len(), 1, "{out:?}");
+        let record = &out[0];
+        assert_eq!(record.exchange.role, Role::Server);
+        assert_eq!((record.exchange.method.as_deref(), record.exchange.target.as_str()), (Some("GET"), "/a"));
+        assert_eq!(record.exchange.status, Some(200));
+        assert_eq!((record.exchange.start_ns, record.exchange.end_ns), (2, 4));
+        assert_eq!((record.origin.pid, record.sock_id, record.local, record.peer), (7, SOCK, LOCAL, REMOTE));
+        let counts = t.counts();
+        assert_eq!((counts.segments, counts.unclassified_segments, counts.exchanges), (3, 0, 1));
+        assert_eq!((counts.bytes_total, counts.bytes_captured), (1 + 27 + 40, 1 + 27 + 40));
+    }
+
+    #[test]
+    fn unknown_protocols_are_given_up_on_and_counted() {
+        let mut t = table();
+        let mut out = Vec::new();
+        for i in 0..(INFERENCE_ATTEMPTS as u64 + 3) {
+            t.on_event(&data(i, Direction::Recv, b"\x16\x03\x01 not a protocol kscope knows"), &mut out);
+        }
+        assert!(out.is_empty());
+        let counts = t.counts();
+        assert_eq!(counts.unknown_protocol_connections, 1);
+        assert_eq!(counts.unclassified_segments, counts.segments);
+    }
+
+    #[test]
+    fn close_reports_a_request_still_waiting() {
+        let mut t = table();
+        let mut out = Vec::new();
+        t.on_event(&tcp(1, TcpStep::Accept), &mut out);
+        t.on_event(&data(2, Direction::Recv, b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n"), &mut out);
+        assert!(out.is_empty());
+        t.on_event(&tcp(9, TcpStep::Close), &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!((out[0].exchange.status, out[0].exchange.target.as_str()), (None, "/slow"));
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn the_table_is_bounded_and_idle_connections_expire() {
+        let mut t = ConnTable::new(2, 1_000, Privacy::default());
+        let mut out = Vec::new();
+        for sock in 0..3u64 {
+            let Event::Data(mut d) = data(10, Direction::Recv, b"GET / HTTP/1.1\r\n\r\n") else { unreachable!() };
+            d.sock_id = sock;
+            t.on_event(&Event::Data(d), &mut out);
+        }
+        assert_eq!((t.len(), t.counts().table_full), (2, 1));
+        t.expire(10 + 999, &mut out);
+        assert_eq!(t.len(), 2, "not idle long enough yet");
+        t.expire(10 + 1_001, &mut out);
+        assert!(t.is_empty());
+        assert_eq!(t.counts().expired, 2);
+        // Each expired connection's unanswered request is reported.
+        assert_eq!(out.iter().filter(|r| r.exchange.status.is_none()).count(), 2);
+    }
+
+    #[test]
+    fn a_new_connection_on_a_reused_sock_starts_afresh() {
+        let mut t = table();
+        let mut out = Vec::new();
+        t.on_event(&tcp(1, TcpStep::Accept), &mut out);
+        t.on_event(&data(2, Direction::Recv, b"GET /old HTTP/1.1\r\nHost: x\r\n\r\n"), &mut out);
+        // The close was lost; the kernel reused the sock for a new connection.
+        t.on_event(&tcp(3, TcpStep::Accept), &mut out);
+        assert_eq!(out.len(), 1, "the old connection's request is reported");
+        t.on_event(&data(4, Direction::Recv, b"GET /new HTTP/1.1\r\nHost: x\r\n\r\n"), &mut out);
+        t.on_event(&data(5, Direction::Send, RESPONSE), &mut out);
+        assert_eq!(out.len(), 2);
+        assert_eq!((out[1].exchange.target.as_str(), out[1].exchange.status), ("/new", Some(200)));
     }
 }

@@ -316,6 +316,72 @@ pub(crate) mod tests {
         assert_eq!((tcp.origin.pid, tcp.origin.tid, tcp.origin.cgroup_id), (4242, 4243, 77));
     }
 
+    fn socket_data_record(payload: &[u8]) -> Vec<u8> {
+        let mut local = [0u8; 16];
+        local[..4].copy_from_slice(&[127, 0, 0, 1]);
+        let mut peer = [0u8; 16];
+        peer[..4].copy_from_slice(&[10, 0, 0, 53]);
+        let header = SocketDataHeader {
+            header: header(EventKind::SocketData),
+            sock_id: 0xffff_8880_0000_2000,
+            total_len: 9000,
+            captured_len: payload.len() as u32,
+            direction: DataDirection::Send as u32,
+            source: DataSource::Sendto as u32,
+            protocol: u32::from(IPPROTO_UDP),
+            family: u32::from(AF_INET),
+            local_port: 5353,
+            remote_port: 0,
+            local_addr: local,
+            remote_addr: [0; 16],
+            peer_family: u32::from(AF_INET),
+            peer_port: 53,
+            _pad: 0,
+            peer_addr: peer,
+        };
+        let mut bytes = bytes_of(&header);
+        bytes.extend_from_slice(payload);
+        // Perf samples are padded to 8 bytes.
+        bytes.resize(bytes.len().next_multiple_of(8), 0);
+        bytes
+    }
+
+    #[test]
+    fn decodes_socket_data_with_its_payload_and_datagram_peer() {
+        let Event::Data(d) = decode(&socket_data_record(b"hello")).unwrap() else { panic!() };
+        assert_eq!(d.direction, Direction::Send);
+        assert_eq!(d.source, DataSource::Sendto);
+        assert_eq!(d.transport, Transport::Udp);
+        assert_eq!(d.local, ("127.0.0.1".parse().unwrap(), 5353));
+        assert_eq!(d.peer, Some("10.0.0.53:53".parse().unwrap()));
+        assert_eq!((d.total_len, &d.data[..]), (9000, &b"hello"[..]));
+        assert_eq!(d.origin.comm, "curl");
+    }
+
+    #[test]
+    fn socket_data_that_does_not_add_up_is_an_error() {
+        let good = socket_data_record(b"hello");
+        let at = |field: usize| size_of::<EventHeader>() + field;
+        // captured_len beyond the record
+        let mut bad = good.clone();
+        bad[at(16)..at(20)].copy_from_slice(&100u32.to_le_bytes());
+        assert!(matches!(decode(&bad), Err(DecodeError::BadCaptureLength { captured: 100, .. })));
+        // captured more than the call moved
+        let mut bad = good.clone();
+        bad[at(8)..at(16)].copy_from_slice(&2u64.to_le_bytes());
+        assert!(matches!(decode(&bad), Err(DecodeError::BadCaptureLength { total: 2, .. })));
+        let mut bad = good.clone();
+        bad[at(20)..at(24)].copy_from_slice(&9u32.to_le_bytes());
+        assert_eq!(decode(&bad), Err(DecodeError::UnknownDirection(9)));
+        let mut bad = good.clone();
+        bad[at(28)..at(32)].copy_from_slice(&1u32.to_le_bytes());
+        assert_eq!(decode(&bad), Err(DecodeError::UnknownProtocol(1)));
+        // Every truncation of the header is an error, never a panic.
+        for cut in 0..size_of::<SocketDataHeader>() {
+            assert!(decode(&good[..cut]).is_err(), "cut at {cut}");
+        }
+    }
+
     #[test]
     fn decodes_ipv6() {
         let mut raw = tcp_close();

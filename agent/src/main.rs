@@ -168,8 +168,7 @@ fn replay(
 ) -> anyhow::Result<()> {
     use anyhow::Context as _;
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let mut recording =
-        kscope::recording::Recording::parse(&bytes).with_context(|| format!("{}", path.display()))?;
+    let mut recording = kscope::recording::Recording::parse(&bytes).with_context(|| format!("{}", path.display()))?;
     if !pids.is_empty() || !comms.is_empty() {
         recording.retain(pids, comms);
     }
@@ -181,11 +180,7 @@ fn replay(
     // Replays print the same ids each time.
     output::fix_sock_token_key(0);
     let sink = output::Sink { format, clock: recording.clock, data_events };
-    let mut table = kscope::conntrack::ConnTable::new(
-        usize::MAX,
-        u64::MAX,
-        kscope_protocols::Privacy { keep_query },
-    );
+    let mut table = kscope::conntrack::ConnTable::new(usize::MAX, u64::MAX, kscope_protocols::Privacy { keep_query });
     let mut text = Vec::new();
     let counts = kscope::recording::replay(&recording.records, &sink, &mut table, &mut text);
     std::io::stdout().lock().write_all(&text)?;

@@ -70,7 +70,10 @@ impl Clock {
 /// per run, joins a connection's records just as well.
 pub fn sock_token(kernel_address: u64) -> String {
     let key = *SOCK_TOKEN_KEY.get_or_init(|| RandomState::new().hash_one(0u64));
-    format!("{:016x}", std::hash::BuildHasherDefault::<std::hash::DefaultHasher>::default().hash_one((key, kernel_address)))
+    format!(
+        "{:016x}",
+        std::hash::BuildHasherDefault::<std::hash::DefaultHasher>::default().hash_one((key, kernel_address))
+    )
 }
 
 static SOCK_TOKEN_KEY: OnceLock<u64> = OnceLock::new();
@@ -146,6 +149,11 @@ impl Reorder {
     #[cfg(test)]
     pub fn len(&self) -> usize {
         self.heap.len()
+    }
+
+    #[cfg(test)]
+    pub fn is_empty(&self) -> bool {
+        self.heap.is_empty()
     }
 }
 
@@ -592,6 +600,14 @@ pub struct StatsRecord {
     pub lost_events: u64,
     /// What the connection table and parsers made of the data events.
     pub l7: ConnCounts,
+}
+
+impl StatsRecord {
+    /// The same counts as a periodic `stats` or a final `summary` record.
+    pub fn kind(mut self, kind: &'static str) -> Self {
+        self.kind = kind;
+        self
+    }
 }
 
 pub fn unix_now_ns() -> u64 {

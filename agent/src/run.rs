@@ -127,6 +127,18 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let writer =
         tokio::spawn(write_events(events, sink, table, Arc::clone(&ledger), Arc::clone(&l7), opts.queue_capacity));
 
+    // Read afresh each time: `ebpf` is borrowed mutably in between, to unload.
+    let meters = |ebpf: &Ebpf| -> StatsRecord {
+        collect_stats(&Meters {
+            ebpf,
+            choices: &choices,
+            ledger: &ledger,
+            l7: &l7,
+            bpf_stats_enabled,
+            started,
+            possible_cpus: possible,
+        })
+    };
     let mut interval = tokio::time::interval(opts.stats_interval);
     interval.tick().await;
     let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())?;
@@ -143,7 +155,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             _ = sigterm.recv() => break,
             () = &mut deadline => break,
             _ = interval.tick() => {
-                let record = collect_stats("stats", &ebpf, &choices, &ledger, &l7, bpf_stats_enabled, started, possible);
+                let record = meters(&ebpf).kind("stats");
                 emit_stats(&record, opts.output)?;
             }
         }
@@ -151,8 +163,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
 
     // Detach first so no new events arrive, let the readers drain what is
     // already in the rings, then account for everything.
-    let summary_programs =
-        collect_stats("summary", &ebpf, &choices, &ledger, &l7, bpf_stats_enabled, started, possible);
+    let summary_programs = meters(&ebpf);
     for choice in &choices {
         for name in &choice.programs {
             sensors::unload(&mut ebpf, name);
@@ -160,7 +171,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     }
     readers.stop().await;
     let _ = writer.await;
-    let mut summary = collect_stats("summary", &ebpf, &choices, &ledger, &l7, bpf_stats_enabled, started, possible);
+    let mut summary = meters(&ebpf).kind("summary");
     // Program costs as they were while attached.
     summary.programs = summary_programs.programs;
     emit_stats(&summary, opts.output)?;
@@ -223,16 +234,20 @@ fn emit_stats(record: &StatsRecord, format: OutputFormat) -> anyhow::Result<()> 
     Ok(())
 }
 
-fn collect_stats(
-    kind: &'static str,
-    ebpf: &Ebpf,
-    choices: &[SensorChoice],
-    ledger: &LossLedger,
-    l7: &Mutex<ConnCounts>,
+/// Everything a stats record is read from.
+struct Meters<'a> {
+    ebpf: &'a Ebpf,
+    choices: &'a [SensorChoice],
+    ledger: &'a LossLedger,
+    l7: &'a Mutex<ConnCounts>,
     bpf_stats_enabled: bool,
     started: Instant,
     possible_cpus: usize,
-) -> StatsRecord {
+}
+
+fn collect_stats(meters: &Meters<'_>) -> StatsRecord {
+    let kind = "summary";
+    let Meters { ebpf, choices, ledger, l7, bpf_stats_enabled, started, possible_cpus } = *meters;
     let mut programs = Vec::new();
     for choice in choices {
         for name in &choice.programs {

@@ -70,7 +70,14 @@ pub fn start(
         // until the ring (owned by the AsyncFd) is dropped.
         let fd = unsafe { AsyncFd::register(ring) }
             .map_err(|err| anyhow::anyhow!("cannot register a perf ring with tokio: {err}"))?;
-        tasks.push(tokio::spawn(drain(fd, slot, Arc::clone(&ledger), queue.clone(), stopped.clone(), recorder.clone())));
+        tasks.push(tokio::spawn(drain(
+            fd,
+            slot,
+            Arc::clone(&ledger),
+            queue.clone(),
+            stopped.clone(),
+            recorder.clone(),
+        )));
     }
     Ok(Readers { tasks, stop, _map: map })
 }
