@@ -369,3 +369,48 @@ fn glibc_a_and_aaaa_sent_together_are_paired() {
     let ids: Vec<&Value> = exchanges(&records, u64::from(resolved.pid)).iter().map(|r| &r["dns_id"]).collect();
     assert_ne!(ids[0], ids[1]);
 }
+
+/// A connection opened before kscope started: no connect or accept was
+/// seen, so the role comes from the content (who sent the request).
+#[test]
+fn a_connection_older_than_kscope_is_picked_up() {
+    use std::io::{BufRead, BufReader, Write};
+    let _kernel = KERNEL.lock().unwrap_or_else(|e| e.into_inner());
+    let nginx = Nginx::start(&std::env::temp_dir(), "opened before kscope\n").unwrap();
+    let script = "import socket, sys\n\
+                  s = socket.create_connection(('127.0.0.1', int(sys.argv[1])))\n\
+                  print(s.getsockname()[1], flush=True)\n\
+                  sys.stdin.readline()\n\
+                  s.sendall(b'GET /index.html HTTP/1.1\\r\\nHost: old\\r\\n\\r\\n')\n\
+                  got = b''\n\
+                  while b'opened before kscope' not in got: got += s.recv(65536)\n\
+                  print(len(got), flush=True)\n";
+    let mut child = Command::new("python3")
+        .args(["-c", script, &nginx.port.to_string()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let local_port: u64 = lines.next().unwrap().unwrap().parse().unwrap();
+    let kscope = KscopeRun::start(&[]).expect("kscope starts");
+    writeln!(child.stdin.take().unwrap()).unwrap();
+    let received: u64 = lines.next().unwrap().unwrap().parse().unwrap();
+    assert!(child.wait().unwrap().success());
+    let records = stop(kscope);
+
+    let keys = ["protocol", "role", "method", "target", "status", "host", "local_port", "peer_port", "response_bytes"];
+    let client = exchanges(&records, u64::from(child.id()));
+    let client: Vec<Value> = client.iter().map(|r| fields(r, &keys)).collect();
+    assert_eq!(
+        client,
+        vec![json!({"protocol": "http1", "role": "client", "method": "GET", "target": "/index.html", "status": 200,
+                    "host": "old", "local_port": local_port, "peer_port": nginx.port, "response_bytes": received})]
+    );
+    let server: Vec<Value> = exchanges(&records, worker_pid(&nginx)).iter().map(|r| fields(r, &keys)).collect();
+    assert_eq!(
+        server,
+        vec![json!({"protocol": "http1", "role": "server", "method": "GET", "target": "/index.html", "status": 200,
+                    "host": "old", "local_port": nginx.port, "peer_port": local_port, "response_bytes": received})]
+    );
+}
