@@ -216,7 +216,11 @@ impl ConnTable {
             return;
         };
         conn.last_seen_ns = now;
-        conn.origin = data.origin.clone();
+        // The latest caller.
+        let origin = &mut conn.origin;
+        (origin.hook_form, origin.pid, origin.tid, origin.timestamp_ns, origin.cgroup_id) =
+            (data.origin.hook_form, data.origin.pid, data.origin.tid, now, data.origin.cgroup_id);
+        origin.comm = data.origin.comm;
         // Addresses as the sock has them now (a client's local port is
         // known only after connect).
         conn.local = data.local;

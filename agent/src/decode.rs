@@ -6,8 +6,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use bytes::Bytes;
 use kscope_common::{
-    AF_INET, AF_INET6, DATA_CAPTURE_MAX, DataDirection, DataSource, EventHeader, EventKind, HookFormId, IPPROTO_TCP,
-    IPPROTO_UDP, ProcessExecEvent, ProcessExitEvent, SocketDataHeader, TcpEvent, TcpRole,
+    AF_INET, AF_INET6, COMM_LEN, DATA_CAPTURE_MAX, DataDirection, DataSource, EventHeader, EventKind, HookFormId,
+    IPPROTO_TCP, IPPROTO_UDP, ProcessExecEvent, ProcessExitEvent, SocketDataHeader, TcpEvent, TcpRole,
 };
 use kscope_protocols::{Direction, Transport};
 
@@ -45,7 +45,7 @@ pub struct Origin {
     pub tid: u32,
     pub timestamp_ns: u64,
     pub cgroup_id: u64,
-    pub comm: String,
+    pub comm: Comm,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,9 +140,63 @@ fn record<T: Copy>(bytes: &[u8], kind: EventKind) -> Result<T, DecodeError> {
     read_record(bytes).ok_or(DecodeError::Truncated { kind, got: bytes.len(), want: size_of::<T>() })
 }
 
-fn comm(raw: &[u8]) -> String {
-    let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
-    String::from_utf8_lossy(&raw[..end]).into_owned()
+/// A task's `comm`, kept inline: every event has one, and a string
+/// allocated per event showed in the pipeline's profile.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Comm {
+    bytes: [u8; COMM_LEN],
+    len: u8,
+}
+
+impl Comm {
+    /// Up to the first NUL; bytes that are not UTF-8 become `?`.
+    pub fn new(raw: &[u8]) -> Self {
+        let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len()).min(COMM_LEN);
+        let mut bytes = [0u8; COMM_LEN];
+        bytes[..end].copy_from_slice(&raw[..end]);
+        if std::str::from_utf8(&bytes[..end]).is_err() {
+            for b in &mut bytes[..end] {
+                if !b.is_ascii() {
+                    *b = b'?';
+                }
+            }
+        }
+        Self { bytes, len: end as u8 }
+    }
+
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or("")
+    }
+}
+
+impl std::fmt::Display for Comm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Debug for Comm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.as_str())
+    }
+}
+
+impl PartialEq<&str> for Comm {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl From<&str> for Comm {
+    fn from(text: &str) -> Self {
+        Self::new(text.as_bytes())
+    }
+}
+
+impl serde::Serialize for Comm {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
 }
 
 fn origin(header: &EventHeader) -> Result<Origin, DecodeError> {
@@ -152,7 +206,7 @@ fn origin(header: &EventHeader) -> Result<Origin, DecodeError> {
         tid: header.tid,
         timestamp_ns: header.timestamp_ns,
         cgroup_id: header.cgroup_id,
-        comm: comm(&header.comm),
+        comm: Comm::new(&header.comm),
     })
 }
 
@@ -261,7 +315,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use kscope_common::{COMM_LEN, FILENAME_LEN};
+    use kscope_common::FILENAME_LEN;
 
     use super::*;
 
@@ -380,6 +434,14 @@ pub(crate) mod tests {
         for cut in 0..size_of::<SocketDataHeader>() {
             assert!(decode(&good[..cut]).is_err(), "cut at {cut}");
         }
+    }
+
+    #[test]
+    fn comm_stops_at_nul_and_never_holds_invalid_utf8() {
+        assert_eq!(Comm::new(b"curl\0junk"), "curl");
+        assert_eq!(Comm::new(b"0123456789abcdef"), "0123456789abcdef");
+        assert_eq!(Comm::new(b"a\xffb\xc3"), "a?b?");
+        assert_eq!(Comm::new(b""), "");
     }
 
     #[test]

@@ -307,7 +307,7 @@ fn record<'a>(event: &'a Event, clock: &Clock) -> EventRecord<'a> {
         hook_form: HookForm::from(o.hook_form).name(),
         pid: o.pid,
         tid: o.tid,
-        comm: &o.comm,
+        comm: o.comm.as_str(),
         cgroup_id: o.cgroup_id,
         detail,
     }
@@ -508,7 +508,7 @@ fn exchange_json<'a>(record: &'a ExchangeRecord, clock: &Clock) -> ExchangeJson<
         response_bytes: e.response_bytes,
         pid: o.pid,
         tid: o.tid,
-        comm: &o.comm,
+        comm: o.comm.as_str(),
         cgroup_id: o.cgroup_id,
         sock_id: sock_token(record.sock_id),
         transport: transport_name(record.transport),

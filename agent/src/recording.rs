@@ -130,7 +130,7 @@ impl Recording {
     /// what a replay must survive).
     pub fn retain(&mut self, pids: &[u32], comms: &[String]) {
         self.records.retain(|r| match decode(r) {
-            Ok(event) => pids.contains(&event.origin().pid) || comms.contains(&event.origin().comm),
+            Ok(event) => pids.contains(&event.origin().pid) || comms.iter().any(|c| event.origin().comm == c.as_str()),
             Err(_) => true,
         });
     }
