@@ -1,29 +1,32 @@
 //! kscope in Debian's 6.1 and 6.12 cloud kernels under QEMU: each sensor
 //! forced onto kprobe, then fentry, then tracepoint, against busybox's httpd
-//! and wget, with the same checks as on the host. One boot per kernel runs
-//! all three forms; `kscope probe` without a forced form must then choose
-//! each sensor's first preference.
+//! and wget, with the same checks as on the host: the lifecycle records, and
+//! the HTTP exchanges (a 200 and a 404) of both ends with the socket data
+//! events behind them. One boot per kernel runs all three forms; `kscope
+//! probe` without a forced form must then choose each sensor's first
+//! preference.
 //!
 //! `KSCOPE_SKIP_VM=1` (`cargo xtask test --no-vm`) skips these, loudly.
 
 #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
 
-use std::{path::PathBuf, time::Duration};
+use std::{collections::BTreeSet, path::PathBuf, time::Duration};
 
 use kscope_tests::{
     checks::{ClientRun, Exchange, check_exchange, check_ledger, check_program_stats, check_refused},
     vm::{GuestFile, guest_kernels, run_in_guest},
     workspace_root,
 };
-use serde_json::Value;
+use serde_json::{Value, json};
 
 const FORMS: [&str; 3] = ["kprobe", "fentry", "tracepoint"];
 const PORT: u64 = 8080;
 const CLOSED_PORT: u64 = 8081;
 
 /// Runs in the guest. For each form: start kscope, wait until it reports
-/// its sensors, fetch a page with wget from a fresh cgroup, try a closed
-/// port, stop kscope with SIGINT, print everything between markers.
+/// its sensors, fetch a page and a missing page with wget from a fresh
+/// cgroup, try a closed port, stop kscope with SIGINT, print everything
+/// between markers.
 const SCRIPT: &str = r#"
 mkdir -p /www /sys/fs/cgroup/kscope-test
 echo "hello from busybox httpd under kscope" > /www/index.html
@@ -35,7 +38,7 @@ cp /bin/busybox /usr/local/bin/httpd
 WGET=/usr/local/bin/wget
 CGROUP_ID=$(stat -c %i /sys/fs/cgroup/kscope-test)
 for FORM in kprobe fentry tracepoint; do
-    kscope run --output json --hook-form $FORM --stats-interval 1 > /tmp/$FORM.jsonl 2> /tmp/$FORM.err &
+    kscope run --output json --hook-form $FORM --data-events --stats-interval 1 > /tmp/$FORM.jsonl 2> /tmp/$FORM.err &
     K=$!
     i=0
     until grep -q '"type":"sensors"' /tmp/$FORM.jsonl 2>/dev/null; do
@@ -53,12 +56,14 @@ for FORM in kprobe fentry tracepoint; do
     sh -c 'echo $$ > /sys/fs/cgroup/kscope-test/cgroup.procs; exec $0 -q -O /tmp/body http://127.0.0.1:8080/index.html' $WGET &
     W=$!; wait $W; WCODE=$?
     U1=$(cut -d' ' -f1 /proc/uptime)
+    sh -c 'echo $$ > /sys/fs/cgroup/kscope-test/cgroup.procs; exec $0 -q -O /tmp/none http://127.0.0.1:8080/missing' $WGET 2>/dev/null &
+    M=$!; wait $M; MCODE=$?
     sh -c 'echo $$ > /sys/fs/cgroup/kscope-test/cgroup.procs; exec $0 -q -O /tmp/none http://127.0.0.1:8081/' $WGET &
     R=$!; wait $R; RCODE=$?
     sleep 1
     kill -INT $K; wait $K; KCODE=$?
     kill $HTTPD; wait $HTTPD
-    echo "@@form $FORM shell=$$ httpd=$HTTPD wget=$W wcode=$WCODE refused=$R rcode=$RCODE kscope=$KCODE u0=$U0 u1=$U1 cgroup=$CGROUP_ID wget_path=$WGET body=$(cat /tmp/body)"
+    echo "@@form $FORM shell=$$ httpd=$HTTPD wget=$W wcode=$WCODE missing=$M mcode=$MCODE refused=$R rcode=$RCODE kscope=$KCODE u0=$U0 u1=$U1 cgroup=$CGROUP_ID wget_path=$WGET body=$(cat /tmp/body)"
     cat /tmp/$FORM.jsonl
     echo "@@stderr"
     cat /tmp/$FORM.err
@@ -102,7 +107,164 @@ fn programs_of(sensors: &Value) -> Vec<String> {
         .collect()
 }
 
-fn check_form(section: &str, form: &str) -> Result<(), String> {
+/// What httpd serves at /index.html.
+const BODY: &str = "hello from busybox httpd under kscope\n";
+
+/// Sources of data events per form and direction: the hooked kernel
+/// functions, or the syscalls.
+fn data_sources(form: &str, direction: &str) -> &'static [&'static str] {
+    match (form, direction) {
+        ("tracepoint", "send") => &["write", "writev", "sendto", "sendmsg", "sendmmsg", "sendfile"],
+        ("tracepoint", _) => &["read", "readv", "recvfrom", "recvmsg", "recvmmsg"],
+        (_, "send") => &["tcp_sendmsg"],
+        _ => &["tcp_recvmsg"],
+    }
+}
+
+/// Exactly one record of `kind` matching `pred`.
+fn only<'a>(records: &'a [Value], kind: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Result<&'a Value, String> {
+    let found: Vec<&Value> = records.iter().filter(|r| r["type"] == kind && pred(r)).collect();
+    match found.as_slice() {
+        [one] => Ok(one),
+        _ => Err(format!("{} {kind} records for {what}: {found:?}", found.len())),
+    }
+}
+
+/// The socket data events of one end of a connection: every one on the
+/// expected hook form, from the expected process and source; their byte
+/// counts per direction.
+fn data_totals(
+    records: &[Value],
+    (local_port, remote_port): (u64, u64),
+    pid: u64,
+    form: &str,
+) -> Result<(u64, u64, BTreeSet<String>), String> {
+    let (mut sent, mut received, mut sources) = (0, 0, BTreeSet::new());
+    for d in records
+        .iter()
+        .filter(|r| r["type"] == "socket.data" && r["local_port"] == local_port && r["remote_port"] == remote_port)
+    {
+        let direction = d["direction"].as_str().unwrap_or_default();
+        let source = d["source"].as_str().unwrap_or_default();
+        let total = d["total_len"].as_u64().unwrap_or(u64::MAX);
+        let captured = d["captured_len"].as_u64().unwrap_or(u64::MAX);
+        if d["pid"] != pid
+            || d["hook_form"] != form
+            || d["transport"] != "tcp"
+            || !data_sources(form, direction).contains(&source)
+            || captured > total
+        {
+            return Err(format!("unexpected data event (pid {pid}, form {form}): {d}"));
+        }
+        match direction {
+            "send" => sent += total,
+            _ => received += total,
+        }
+        sources.insert(source.to_owned());
+    }
+    Ok((sent, received, sources))
+}
+
+/// One wget's request, as both ends' exchange records and data events must
+/// show it: a forked httpd child serves it, the byte counts are the
+/// kernel's counts of the connection, the socket ids those of the connect
+/// and the accept. `sendfile_unseen`: the kernel sends httpd's file with
+/// sendfile without passing `tcp_sendmsg` (before 6.5), so the kprobe and
+/// fentry forms see only the response's headers on the server.
+fn check_http(
+    records: &[Value],
+    header: &str,
+    (client_key, target, status): (&str, &str, u64),
+    form: &str,
+    sendfile_unseen: bool,
+) -> Result<(), String> {
+    let client_pid = num(header, client_key);
+    let httpd = num(header, "httpd");
+    let what = format!("{target} (wget pid {client_pid})");
+    let connect = only(records, "tcp.connect", &what, |r| r["pid"] == client_pid && r["remote_port"] == PORT)?;
+    let client_port = connect["local_port"].as_u64().unwrap_or(0);
+    let accept = only(records, "tcp.accept", &what, |r| r["local_port"] == PORT && r["remote_port"] == client_port)?;
+    let ends = |local: u64, remote: u64| move |r: &Value| r["local_port"] == local && r["remote_port"] == remote;
+    let client_close = only(records, "tcp.close", &what, ends(client_port, PORT))?;
+    let server_close = only(records, "tcp.close", &what, ends(PORT, client_port))?;
+    let client = only(records, "exchange", &format!("client of {what}"), |r| r["pid"] == client_pid)?;
+    let server = only(records, "exchange", &format!("server of {what}"), |r| {
+        r["role"] == "server" && r["local_port"] == PORT && r["peer_port"] == client_port
+    })?;
+    // busybox httpd forks a child per connection (no exec): the parent
+    // accepts, the child reads the request and answers.
+    let server_pid = server["pid"].as_u64().unwrap_or(0);
+    only(records, "process.exit", &format!("httpd child {server_pid}"), |r| {
+        r["pid"] == server_pid && r["ppid"] == httpd && r["comm"] == "httpd"
+    })?;
+    let unseen = if sendfile_unseen && status == 200 { BODY.len() as u64 } else { 0 };
+    let expected = |role: &str, end: &Value, close: &Value, (comm, local_port, peer_port): (&str, u64, u64)| {
+        let (sent, received) =
+            (close["bytes_sent"].as_u64().unwrap_or(0), close["bytes_received"].as_u64().unwrap_or(0));
+        let (request, response, partial) = match role {
+            "client" => (sent, received, Value::Null),
+            _ if unseen > 0 => (received, sent - unseen, json!("response incomplete at close")),
+            _ => (received, sent, Value::Null),
+        };
+        json!({
+            "protocol": "http1", "role": role, "method": "GET", "target": target, "status": status,
+            "request_bytes": request, "response_bytes": response, "comm": comm, "transport": "tcp",
+            "local_addr": "127.0.0.1", "local_port": local_port, "peer_addr": "127.0.0.1", "peer_port": peer_port,
+            "http_version": "1.1", "host": format!("127.0.0.1:{PORT}"), "partial": partial, "hook_form": form,
+            "sock_id": end["sock_id"],
+        })
+    };
+    let mut problems = Vec::new();
+    for (record, close, want) in [
+        (client, client_close, expected("client", connect, client_close, ("wget", client_port, PORT))),
+        (server, server_close, expected("server", accept, server_close, ("httpd", PORT, client_port))),
+    ] {
+        let got = Value::Object(
+            want.as_object().into_iter().flatten().map(|(k, _)| (k.clone(), record[k].clone())).collect(),
+        );
+        if got != want {
+            problems.push(format!("exchange\n  got  {got}\n  want {want}"));
+        }
+        let duration = record["duration_ns"].as_u64().unwrap_or(0);
+        if duration == 0 || duration > close["duration_ns"].as_u64().unwrap_or(0) {
+            problems.push(format!("exchange duration {duration} outside the connection's: {record}"));
+        }
+    }
+    // What one end sent, the other received.
+    let bytes = |r: &Value, k: &str| r[k].as_u64().unwrap_or(u64::MAX);
+    if bytes(client, "request_bytes") != bytes(server, "request_bytes")
+        || bytes(client, "response_bytes") != bytes(server, "response_bytes") + unseen
+    {
+        problems.push(format!("the two ends disagree on the bytes:\n  {client}\n  {server}"));
+    }
+    if client["cgroup_id"] != num(header, "cgroup") {
+        problems.push(format!("client exchange not in the test's cgroup: {client}"));
+    }
+    // The data events behind them: what each end moved, by the expected
+    // hooks, adds up to the kernel's byte counts of the connection.
+    for (end, pid, close, unseen) in
+        [((client_port, PORT), client_pid, client_close, 0), ((PORT, client_port), server_pid, server_close, unseen)]
+    {
+        match data_totals(records, end, pid, form) {
+            Ok((sent, received, sources)) => {
+                let want = (close["bytes_sent"].as_u64().unwrap_or(0) - unseen, close["bytes_received"].clone());
+                if (sent, json!(received)) != want {
+                    problems.push(format!(
+                        "data events of pid {pid} sent {sent} and received {received}, close says {close}"
+                    ));
+                }
+                // httpd sends a file with sendfile: counted, not captured.
+                if form == "tracepoint" && pid == server_pid && status == 200 && !sources.contains("sendfile") {
+                    problems.push(format!("no sendfile among httpd's data events: {sources:?}"));
+                }
+            }
+            Err(e) => problems.push(e),
+        }
+    }
+    if problems.is_empty() { Ok(()) } else { Err(format!("{what}:\n{}", problems.join("\n"))) }
+}
+
+fn check_form(section: &str, form: &str, sendfile_unseen: bool) -> Result<(), String> {
     let mut lines = section.lines();
     let header = lines.next().unwrap_or_default();
     let (json, stderr) = section.split_once("@@stderr").unwrap_or((section, ""));
@@ -150,12 +312,40 @@ fn check_form(section: &str, form: &str) -> Result<(), String> {
     let summary =
         records.iter().rev().find(|r| r["type"] == "summary").ok_or_else(|| format!("no summary{}", context()))?;
     check_ledger(summary).map_err(|e| format!("{e}{}", context()))?;
+    if summary["l7"]["parse_errors"] != 0 || summary["l7"]["parser_malformed"] != 0 {
+        return Err(format!("the HTTP parser rejected what it was fed: {}{}", summary["l7"], context()));
+    }
+    if num(header, "mcode") != 1 {
+        return Err(format!("wget of a missing page should exit 1{}", context()));
+    }
+    for run in [("wget", "/index.html", 200), ("missing", "/missing", 404)] {
+        check_http(&records, header, run, form, sendfile_unseen).map_err(|e| format!("{e}{}", context()))?;
+    }
     let programs = programs_of(sensors);
-    // Programs that must have run for this workload (accept4 vs accept
-    // depends on the libc; busybox uses accept).
-    let ran: Vec<&str> = programs.iter().map(String::as_str).filter(|p| !p.starts_with("tcp_accept")).collect();
+    // Programs that must have run for this workload: accept4 vs accept
+    // depends on the libc (busybox uses accept); of the socket data
+    // programs, TCP's (wget and httpd use read, write and sendfile).
+    let ran: Vec<&str> = programs
+        .iter()
+        .map(String::as_str)
+        .filter(|p| !p.starts_with("tcp_accept"))
+        .filter(|p| {
+            !p.starts_with("data_")
+                || p.starts_with("data_tcp_")
+                || ["data_read_", "data_write_", "data_sendfile_"].iter().any(|s| p.starts_with(s))
+        })
+        .collect();
     check_program_stats(summary, &ran).map_err(|e| format!("{e}{}", context()))?;
     Ok(())
+}
+
+/// Before 6.5, sendfile and splice hand pages to TCP through
+/// `tcp_sendpage`, not `tcp_sendmsg` (6.5 made them `tcp_sendmsg` with
+/// `MSG_SPLICE_PAGES`): the socket_data sensor's kprobe and fentry forms do
+/// not hook it, so they miss the bytes of a file httpd sends. A known gap of
+/// the sensor on 6.1, asserted as such so that closing it shows here.
+fn sendfile_bypasses_tcp_sendmsg(label: &str) -> bool {
+    label == "debian-6.1"
 }
 
 fn run_kernel(label: &str) {
@@ -178,28 +368,33 @@ fn run_kernel(label: &str) {
     for (form, section) in FORMS.iter().zip(&sections) {
         if !section.starts_with(form) {
             failures.push(format!("section order: expected {form}, got {}", section.lines().next().unwrap_or("")));
-        } else if let Err(e) = check_form(section, form) {
+        } else if let Err(e) = check_form(section, form, sendfile_bypasses_tcp_sendmsg(label) && *form != "tracepoint")
+        {
             failures.push(e);
         }
     }
     if sections.len() != FORMS.len() {
         failures.push(format!("{} of {} forms ran; output:\n{}", sections.len(), FORMS.len(), run.output));
     }
-    // Without a forced form every sensor takes its first preference,
-    // tracepoint, and probe finds fentry and kprobe available behind it.
-    let available =
-        serde_json::json!([{"form": "fentry", "unavailable": null}, {"form": "kprobe", "unavailable": null}]);
-    let expected = [("process", available.clone()), ("tcp", available)];
+    // Without a forced form every sensor takes its first preference
+    // (tracepoint for process and tcp, fentry for socket_data), and probe
+    // finds the other two forms available behind it.
+    let available = |a: &str, b: &str| json!([{"form": a, "unavailable": null}, {"form": b, "unavailable": null}]);
+    let expected = [
+        ("process", "tracepoint", available("fentry", "kprobe")),
+        ("tcp", "tracepoint", available("fentry", "kprobe")),
+        ("socket_data", "fentry", available("kprobe", "tracepoint")),
+    ];
     match serde_json::from_str::<Value>(probe.trim()) {
         Ok(probe) => {
             let sensors = probe["sensors"].as_array().cloned().unwrap_or_default();
             if sensors.len() != expected.len() {
                 failures.push(format!("probe lists {} sensors: {probe}", sensors.len()));
             }
-            for (s, (name, fallbacks)) in sensors.iter().zip(&expected) {
+            for (s, (name, chosen, fallbacks)) in sensors.iter().zip(&expected) {
                 if s["sensor"] != *name
-                    || s["chosen"] != "tracepoint"
-                    || s["rejected"] != serde_json::json!([])
+                    || s["chosen"] != *chosen
+                    || s["rejected"] != json!([])
                     || s["fallbacks"] != *fallbacks
                 {
                     failures.push(format!("probe: {s}"));

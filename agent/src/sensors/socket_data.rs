@@ -6,9 +6,10 @@ use super::{Attach, FormSpec, HookForm, ProgramSpec, SensorSpec};
 /// fentry and kprobe first: they fire only for TCP and UDP sends and
 /// receives, where the syscall tracepoints fire for every read and write of
 /// every file and pipe on the host (each costing an fd lookup before it
-/// can tell it is not a socket). They also see bytes sent by sendfile and
-/// splice, which reach `tcp_sendmsg` as kernel pages (counted, not
-/// captured). The tracepoint form is what kernels without kprobes or
+/// can tell it is not a socket). From 6.5 they also see bytes sent by
+/// sendfile and splice, which reach `tcp_sendmsg` as kernel pages (counted,
+/// not captured); before, those go through `tcp_sendpage`, hooked where the
+/// kernel has it. The tracepoint form is what kernels without kprobes or
 /// fentry (this repository's CI host) run.
 pub static SENSOR: SensorSpec = SensorSpec {
     name: "socket_data",

@@ -16,10 +16,7 @@
 use aya_ebpf::{
     EbpfContext,
     cty::c_void,
-    helpers::{
-        bpf_get_current_pid_tgid, bpf_probe_read_kernel,
-        generated::bpf_probe_read_user,
-    },
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel, generated::bpf_probe_read_user},
     macros::{fentry, fexit, kprobe, kretprobe, map, tracepoint},
     maps::{LruHashMap, PerCpuArray},
     programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext, TracePointContext},
@@ -248,9 +245,8 @@ fn copy_user(event: &mut SocketDataEvent, offset: u32, src: u64, len: u64) -> u3
     let room = u64::from(capture - offset);
     let want = opaque((if len < room { len } else { room }) as u32) & CAPTURE_MASK as u32;
     let at = opaque(offset) as usize & CAPTURE_MASK;
-    let ok = unsafe {
-        bpf_probe_read_user(event.data.as_mut_ptr().add(at).cast::<c_void>(), want, src as *const c_void)
-    };
+    let ok =
+        unsafe { bpf_probe_read_user(event.data.as_mut_ptr().add(at).cast::<c_void>(), want, src as *const c_void) };
     if ok == 0 { want } else { 0 }
 }
 
@@ -260,7 +256,13 @@ fn copy_user(event: &mut SocketDataEvent, offset: u32, src: u64, len: u64) -> u3
 /// masked value each round instead of one exact value per path, and the
 /// number of states it explores stays linear in the iovec count.
 #[inline(always)]
-fn copy_iovecs<const MAX_IOVECS: u32>(event: &mut SocketDataEvent, iov: u64, iovcnt: u64, total: u64, in_kernel: u32) -> u32 {
+fn copy_iovecs<const MAX_IOVECS: u32>(
+    event: &mut SocketDataEvent,
+    iov: u64,
+    iovcnt: u64,
+    total: u64,
+    in_kernel: u32,
+) -> u32 {
     // Bytes still to account for live in the record too (`total_len`,
     // rewritten by `send`), for the same reason.
     let captured = &raw mut event.header.captured_len;
@@ -439,6 +441,14 @@ fn function_enter(sk: u64, msg: u64, source: DataSource, direction: DataDirectio
     remember(sk, pending);
 }
 
+/// The hooked functions return `int`: only the low half of the return
+/// register is theirs. `return -EAGAIN` leaves 0x00000000_fffffff5 in it,
+/// which read whole would count as 4 GiB received.
+#[inline(always)]
+fn function_ret(raw: i64) -> i64 {
+    i64::from(raw as i32)
+}
+
 macro_rules! function_programs {
     ($($kprobe:ident, $kretprobe:ident, $fentry:ident, $fexit:ident, $function:literal, $source:ident, $direction:ident;)*) => {$(
         #[kprobe]
@@ -449,7 +459,7 @@ macro_rules! function_programs {
 
         #[kretprobe]
         pub fn $kretprobe(ctx: RetProbeContext) -> u32 {
-            let ret: i64 = ctx.ret();
+            let ret = function_ret(ctx.ret());
             finish::<_, 0>(&ctx, HookFormId::Kprobe, ret);
             0
         }
@@ -462,7 +472,7 @@ macro_rules! function_programs {
 
         #[fexit(function = $function)]
         pub fn $fexit(ctx: FExitContext) -> u32 {
-            let ret: i64 = ctx.ret().unwrap_or(-1);
+            let ret = function_ret(ctx.ret().unwrap_or(-1));
             finish::<_, 0>(&ctx, HookFormId::Fentry, ret);
             0
         }
