@@ -20,7 +20,7 @@
 use std::{
     collections::BTreeMap,
     fs::{self, File},
-    io::{Read, Seek, SeekFrom},
+    io::{BufRead as _, BufReader, Read, Seek, SeekFrom},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::atomic::{AtomicU64, Ordering},
@@ -61,6 +61,8 @@ const SETTLE: Duration = Duration::from_millis(300);
 /// only bounds a kscope that hangs.
 const KSCOPE_START_TIMEOUT: Duration = Duration::from_secs(60);
 const KSCOPE_STOP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bounds the wait for kscope to work through what it queued during a load.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Requests, and spawns, per pass of a hook form in each guest. TCG makes
 /// each one take milliseconds; two passes of 100 keep a boot around a minute
@@ -163,6 +165,9 @@ enum Load {
     Spawn { workers: u32 },
     /// Both at once, for the highest event rates.
     Mixed { connections: u32, workers: u32 },
+    /// wrk with keep-alive (its default): many HTTP requests per connection,
+    /// so the load is the socket_data sensor and kscope's L7 parsers.
+    KeepAlive { threads: u32, connections: u32 },
 }
 
 impl Load {
@@ -171,6 +176,7 @@ impl Load {
             Load::Wrk { threads, connections } => format!("wrk -t{threads} -c{connections}"),
             Load::Spawn { workers } => format!("spawn x{workers}"),
             Load::Mixed { connections, workers } => format!("wrk -t2 -c{connections} + spawn x{workers}"),
+            Load::KeepAlive { threads, connections } => format!("wrk -t{threads} -c{connections} keep-alive"),
         }
     }
 }
@@ -179,8 +185,12 @@ impl Load {
 #[derive(Debug, Clone, Default)]
 struct LoadResult {
     wall: Duration,
-    /// wrk's Requests/sec (each one a connection here).
+    /// wrk's Requests/sec with `Connection: close` (each one a connection).
     connections_per_s: Option<f64>,
+    /// wrk's Requests/sec with keep-alive.
+    requests_per_s: Option<f64>,
+    /// Requests wrk completed ("N requests in"), whichever mode.
+    wrk_requests: u64,
     /// wrk's socket errors and non-2xx answers: a workload that fails fast
     /// would otherwise look like a fast one.
     wrk_errors: u64,
@@ -195,6 +205,13 @@ fn run_load(ctx: &HostContext<'_>, load: Load, duration: Duration) -> anyhow::Re
         Load::Wrk { threads, connections } => {
             let wrk = run_wrk(ctx, threads, connections, duration)?;
             result.connections_per_s = Some(wrk.requests_per_s);
+            result.wrk_requests = wrk.requests;
+            result.wrk_errors = wrk.errors;
+        }
+        Load::KeepAlive { threads, connections } => {
+            let wrk = WrkRun::start(ctx, threads, connections, duration, false)?.finish(duration)?;
+            result.requests_per_s = Some(wrk.requests_per_s);
+            result.wrk_requests = wrk.requests;
             result.wrk_errors = wrk.errors;
         }
         Load::Spawn { workers } => {
@@ -205,10 +222,11 @@ fn run_load(ctx: &HostContext<'_>, load: Load, duration: Duration) -> anyhow::Re
         Load::Mixed { connections, workers } => {
             // wrk runs in the background for the same duration while this
             // thread drives the spawners.
-            let wrk = WrkRun::start(ctx, 2, connections, duration)?;
+            let wrk = WrkRun::start(ctx, 2, connections, duration, true)?;
             let (rate, failures) = spawn_loop(workers, duration)?;
             let wrk = wrk.finish(duration)?;
             result.connections_per_s = Some(wrk.requests_per_s);
+            result.wrk_requests = wrk.requests;
             result.wrk_errors = wrk.errors;
             result.spawns_per_s = Some(rate);
             result.spawn_failures = failures;
@@ -221,11 +239,14 @@ fn run_load(ctx: &HostContext<'_>, load: Load, duration: Duration) -> anyhow::Re
 #[derive(Debug, Clone, Copy)]
 struct WrkResult {
     requests_per_s: f64,
+    /// "N requests in": what completed, for costs per request.
+    requests: u64,
     errors: u64,
 }
 
+/// wrk with `Connection: close`.
 fn run_wrk(ctx: &HostContext<'_>, threads: u32, connections: u32, duration: Duration) -> anyhow::Result<WrkResult> {
-    WrkRun::start(ctx, threads, connections, duration)?.finish(duration)
+    WrkRun::start(ctx, threads, connections, duration, true)?.finish(duration)
 }
 
 /// A wrk process writing its report to a file (so a full pipe cannot stall
@@ -236,15 +257,26 @@ struct WrkRun {
 }
 
 impl WrkRun {
-    fn start(ctx: &HostContext<'_>, threads: u32, connections: u32, duration: Duration) -> anyhow::Result<Self> {
-        let output = ctx.dir.join(format!("wrk-{threads}-{connections}.out"));
+    /// `close`: one connection per request (`Connection: close`); otherwise
+    /// wrk's default keep-alive.
+    fn start(
+        ctx: &HostContext<'_>,
+        threads: u32,
+        connections: u32,
+        duration: Duration,
+        close: bool,
+    ) -> anyhow::Result<Self> {
+        let mode = if close { "close" } else { "keepalive" };
+        let output = ctx.dir.join(format!("wrk-{threads}-{connections}-{mode}.out"));
         let file = File::create(&output).with_context(|| format!("creating {}", output.display()))?;
         let mut cmd = Command::new("wrk");
         cmd.arg(format!("-t{threads}"))
             .arg(format!("-c{connections}"))
-            .arg(format!("-d{}s", duration.as_secs().max(1)))
-            .args(["-H", "Connection: close"])
-            .arg(format!("http://127.0.0.1:{}/", ctx.port))
+            .arg(format!("-d{}s", duration.as_secs().max(1)));
+        if close {
+            cmd.args(["-H", "Connection: close"]);
+        }
+        cmd.arg(format!("http://127.0.0.1:{}/", ctx.port))
             .stdin(Stdio::null())
             .stdout(Stdio::from(file))
             .stderr(Stdio::null());
@@ -262,12 +294,16 @@ impl WrkRun {
     }
 }
 
-/// Reads `Requests/sec:`, `Socket errors:` and `Non-2xx or 3xx responses:`.
+/// Reads `N requests in`, `Requests/sec:`, `Socket errors:` and
+/// `Non-2xx or 3xx responses:`.
 fn parse_wrk(text: &str) -> anyhow::Result<WrkResult> {
     let mut requests_per_s = None;
+    let mut requests = None;
     let mut errors = 0;
     for line in text.lines().map(str::trim) {
-        if let Some(rate) = line.strip_prefix("Requests/sec:") {
+        if let Some((count, _)) = line.split_once(" requests in ") {
+            requests = Some(count.trim().parse::<u64>().context("the request count is not a number")?);
+        } else if let Some(rate) = line.strip_prefix("Requests/sec:") {
             requests_per_s = Some(rate.trim().parse::<f64>().context("Requests/sec is not a number")?);
         } else if let Some(counts) = line.strip_prefix("Socket errors:") {
             // "connect 0, read 0, write 0, timeout 0"
@@ -277,7 +313,8 @@ fn parse_wrk(text: &str) -> anyhow::Result<WrkResult> {
         }
     }
     let requests_per_s = requests_per_s.ok_or_else(|| anyhow!("no Requests/sec line"))?;
-    Ok(WrkResult { requests_per_s, errors })
+    let requests = requests.ok_or_else(|| anyhow!("no \"requests in\" line"))?;
+    Ok(WrkResult { requests_per_s, requests, errors })
 }
 
 /// Spawns `/bin/true` from `workers` threads until `duration` has passed;
@@ -328,12 +365,28 @@ struct KscopeMeasure {
     summary: Summary,
     /// Each sensor's hook form, from the sensors record.
     forms: BTreeMap<String, String>,
+    /// How long after the load kscope's CPU kept growing (work it had
+    /// queued), when the phase waited for that; its CPU is in `cpu_ns`.
+    drain: Option<Duration>,
+    /// The HTTP/1 exchange records of the nginx port, when counted.
+    http: Option<HttpExchanges>,
 }
 
 impl KscopeMeasure {
     fn ns_per_event(&self) -> Option<f64> {
         (self.summary.events_read > 0).then(|| self.cpu_ns as f64 / self.summary.events_read as f64)
     }
+}
+
+/// Exchange records in kscope's output: all of them, and the HTTP/1 ones of
+/// the bench's nginx port by side (wrk is the client, nginx the server).
+#[derive(Debug, Clone, Copy, Default)]
+struct HttpExchanges {
+    all: u64,
+    client: u64,
+    server: u64,
+    /// Of client + server, those marked partial (a side not seen whole).
+    partial: u64,
 }
 
 /// One of the two fixed workloads and its phases.
@@ -350,9 +403,32 @@ impl Workload {
     fn rate(&self, phase: &Phase) -> f64 {
         match self.load {
             Load::Spawn { .. } => phase.load.spawns_per_s,
+            Load::KeepAlive { .. } => phase.load.requests_per_s,
             _ => phase.load.connections_per_s,
         }
         .unwrap_or(0.0)
+    }
+
+    /// Operations (connections, spawns, requests) of a phase: wrk's own
+    /// count for keep-alive requests, rate x wall otherwise.
+    fn operations(&self, phase: &Phase) -> f64 {
+        match self.load {
+            Load::KeepAlive { .. } => phase.load.wrk_requests as f64,
+            _ => self.rate(phase) * phase.load.wall.as_secs_f64(),
+        }
+    }
+
+    /// kscope CPU ns per operation (request, for keep-alive), median over
+    /// the with-kscope phases.
+    fn cpu_ns_per_operation(&self) -> Option<f64> {
+        let per: Vec<f64> = self
+            .measures()
+            .filter_map(|(p, k)| {
+                let ops = self.operations(p);
+                (ops > 0.0).then(|| k.cpu_ns as f64 / ops)
+            })
+            .collect();
+        median(&per)
     }
 
     fn rates(&self, phases: &[Phase]) -> Vec<f64> {
@@ -381,6 +457,7 @@ impl Workload {
     fn operation(&self) -> (&'static str, &'static str) {
         match self.load {
             Load::Spawn { .. } => ("process", "spawn"),
+            Load::KeepAlive { .. } => ("socket_data", "request"),
             _ => ("tcp", "connection"),
         }
     }
@@ -395,20 +472,97 @@ impl Workload {
         (mid > 0.0).then(|| 100.0 * (max - min) / mid)
     }
 
-    /// Total BPF time of `sensor`'s programs per operation of this workload
-    /// (connection or spawn), over all its with-kscope phases.
-    fn bpf_ns_per_operation(&self, sensor: &str) -> Option<f64> {
+    /// Total BPF time of `sensor`'s programs (every sensor's, for `None`)
+    /// per operation of this workload (connection, spawn or request), over
+    /// all its with-kscope phases.
+    fn bpf_ns_per_operation(&self, sensor: Option<&str>) -> Option<f64> {
         let mut time = 0u64;
         let mut operations = 0.0;
         for (phase, k) in self.measures() {
-            time += k.summary.programs.iter().filter(|p| p.sensor == sensor).map(|p| p.run_time_ns).sum::<u64>();
-            operations += self.rate(phase) * phase.load.wall.as_secs_f64();
+            time += k
+                .summary
+                .programs
+                .iter()
+                .filter(|p| sensor.is_none_or(|s| p.sensor == s))
+                .map(|p| p.run_time_ns)
+                .sum::<u64>();
+            operations += self.operations(phase);
         }
         (operations > 0.0).then(|| time as f64 / operations)
     }
 
     fn cpu_percent(&self) -> Option<f64> {
         median(&self.measures().map(|(p, k)| cpu_percent(k.cpu_ns, p.load.wall)).collect::<Vec<_>>())
+    }
+
+    /// For the keep-alive workload: what kscope made of the requests, summed
+    /// over its with-kscope phases.
+    fn l7_totals(&self) -> Option<L7Totals> {
+        if !matches!(self.load, Load::KeepAlive { .. }) {
+            return None;
+        }
+        let mut t = L7Totals::default();
+        for (p, k) in self.measures() {
+            let s = &k.summary;
+            let l7 = s.l7.unwrap_or_default();
+            let http = k.http.unwrap_or_default();
+            t.phases += 1;
+            t.requests += p.load.wrk_requests;
+            t.exchanges += l7.exchanges;
+            t.http.all += http.all;
+            t.http.client += http.client;
+            t.http.server += http.server;
+            t.http.partial += http.partial;
+            t.segments += l7.segments;
+            t.parse_errors += l7.parse_errors;
+            t.unpaired_dropped += l7.parser_unpaired_dropped;
+            t.lost_events += s.lost_events;
+            t.queue_dropped += s.queue_dropped;
+            t.emit_failed += s.emit_failed;
+            t.events_read += s.events_read;
+        }
+        Some(t)
+    }
+}
+
+/// [`Workload::l7_totals`].
+#[derive(Debug, Clone, Copy, Default)]
+struct L7Totals {
+    phases: usize,
+    /// Requests wrk completed.
+    requests: u64,
+    /// The summaries' `l7.exchanges`: every protocol, every process.
+    exchanges: u64,
+    /// Counted in the output: HTTP/1 on nginx's port, by side.
+    http: HttpExchanges,
+    segments: u64,
+    parse_errors: u64,
+    unpaired_dropped: u64,
+    events_read: u64,
+    lost_events: u64,
+    queue_dropped: u64,
+    emit_failed: u64,
+}
+
+impl L7Totals {
+    fn per_request(&self, n: u64) -> Option<f64> {
+        (self.requests > 0).then(|| n as f64 / self.requests as f64)
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "phases": self.phases, "wrk_requests": self.requests,
+            "exchanges": self.exchanges, "exchanges_per_request": self.per_request(self.exchanges),
+            "http_client_exchanges": self.http.client, "http_server_exchanges": self.http.server,
+            "http_partial_exchanges": self.http.partial, "all_exchange_records": self.http.all,
+            "http_exchanges_per_request": self.per_request(self.http.client + self.http.server),
+            "expected_exchanges_per_request": 2,
+            "segments": self.segments, "segments_per_request": self.per_request(self.segments),
+            "parse_errors": self.parse_errors, "parser_unpaired_dropped": self.unpaired_dropped,
+            "events_read": self.events_read, "lost_events": self.lost_events,
+            "queue_dropped": self.queue_dropped, "emit_failed": self.emit_failed,
+            "output": "kscope run --output json to a file: JSON serialization and write(2) are in the measured CPU",
+        })
     }
 }
 
@@ -433,6 +587,13 @@ fn measure_workloads(ctx: &HostContext<'_>, duration: Duration) -> anyhow::Resul
             name: "process spawns (/bin/true, 1 spawner)",
             unit: "spawns/s",
             load: Load::Spawn { workers: 1 },
+            baseline: Vec::new(),
+            with_kscope: Vec::new(),
+        },
+        Workload {
+            name: "HTTP/1.1 keep-alive requests (nginx + wrk -t2 -c32)",
+            unit: "requests/s",
+            load: Load::KeepAlive { threads: 2, connections: 32 },
             baseline: Vec::new(),
             with_kscope: Vec::new(),
         },
@@ -472,9 +633,17 @@ fn run_phase(
     thread::sleep(SETTLE);
     let cpu_start = kscope.cpu_ns(ctx.clk_tck)?;
     let result = run_load(ctx, load, duration)?;
-    let cpu_end = kscope.cpu_ns(ctx.clk_tck)?;
+    // The L7 path queues far more than the others: charge the requests with
+    // the work kscope still does on them after wrk stopped.
+    let l7 = matches!(load, Load::KeepAlive { .. });
+    let (cpu_end, drain) = if l7 {
+        let (cpu, drain) = kscope.wait_idle(ctx.clk_tck)?;
+        (cpu, Some(drain))
+    } else {
+        (kscope.cpu_ns(ctx.clk_tck)?, None)
+    };
     let forms = kscope.forms.clone();
-    let summary = kscope.stop()?;
+    let (summary, http) = kscope.stop_counting(l7.then_some(ctx.port))?;
     Ok(Phase {
         rep,
         load: result,
@@ -483,6 +652,8 @@ fn run_phase(
             startup_cpu_ns: cpu_start,
             summary,
             forms,
+            drain,
+            http,
         }),
     })
 }
@@ -492,6 +663,9 @@ fn phase_line(phase: &Phase) -> String {
     let mut parts = Vec::new();
     if let Some(rate) = phase.load.connections_per_s {
         parts.push(format!("{rate:.0} connections/s"));
+    }
+    if let Some(rate) = phase.load.requests_per_s {
+        parts.push(format!("{rate:.0} requests/s ({} requests)", phase.load.wrk_requests));
     }
     if let Some(rate) = phase.load.spawns_per_s {
         parts.push(format!("{rate:.0} spawns/s"));
@@ -508,6 +682,15 @@ fn phase_line(phase: &Phase) -> String {
             k.summary.queue_dropped,
             cpu_percent(k.cpu_ns, phase.load.wall)
         ));
+        if let Some(l7) = &k.summary.l7 {
+            parts.push(format!("{} exchanges, {} parse errors", l7.exchanges, l7.parse_errors));
+        }
+        if let Some(http) = &k.http {
+            parts.push(format!("HTTP/1 exchanges on nginx's port: {} client + {} server", http.client, http.server));
+        }
+        if let Some(drain) = k.drain {
+            parts.push(format!("busy {:.1} s after the load", drain.as_secs_f64()));
+        }
     }
     parts.join(", ")
 }
@@ -587,6 +770,35 @@ struct Summary {
     emit_failed: u64,
     bpf_stats_enabled: bool,
     programs: Vec<ProgramCost>,
+    /// The summary's `l7` object (absent from kscope builds before it).
+    l7: Option<L7Counts>,
+}
+
+/// What kscope's connection table and parsers made of the data events
+/// (agent/src/conntrack.rs `ConnCounts`), plus the ledger's `analyzed`.
+#[derive(Debug, Clone, Copy, Default)]
+struct L7Counts {
+    segments: u64,
+    analyzed: u64,
+    bytes_total: u64,
+    bytes_captured: u64,
+    unclassified_segments: u64,
+    parse_errors: u64,
+    table_full: u64,
+    exchanges: u64,
+    parser_malformed: u64,
+    parser_unpaired_dropped: u64,
+}
+
+impl L7Counts {
+    fn json(&self) -> Value {
+        json!({
+            "segments": self.segments, "analyzed": self.analyzed, "bytes_total": self.bytes_total,
+            "bytes_captured": self.bytes_captured, "unclassified_segments": self.unclassified_segments,
+            "parse_errors": self.parse_errors, "table_full": self.table_full, "exchanges": self.exchanges,
+            "parser_malformed": self.parser_malformed, "parser_unpaired_dropped": self.parser_unpaired_dropped,
+        })
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -627,6 +839,21 @@ fn parse_summary(record: &Value) -> anyhow::Result<Summary> {
             run_time_ns: u(&p["run_time_ns"], "run_time_ns")?,
         });
     }
+    let l7 = record.get("l7").filter(|v| v.is_object()).map(|l7| {
+        let n = |v: &Value| v.as_u64().unwrap_or(0);
+        L7Counts {
+            segments: n(&l7["segments"]),
+            analyzed: n(&ledger["analyzed"]),
+            bytes_total: n(&l7["bytes_total"]),
+            bytes_captured: n(&l7["bytes_captured"]),
+            unclassified_segments: n(&l7["unclassified_segments"]),
+            parse_errors: n(&l7["parse_errors"]),
+            table_full: n(&l7["table_full"]),
+            exchanges: n(&l7["exchanges"]),
+            parser_malformed: n(&l7["parser_malformed"]),
+            parser_unpaired_dropped: n(&l7["parser_unpaired_dropped"]),
+        }
+    });
     Ok(Summary {
         events_read: sum("read_per_cpu")?,
         lost_events: u(&record["lost_events"], "lost_events")?,
@@ -636,6 +863,7 @@ fn parse_summary(record: &Value) -> anyhow::Result<Summary> {
         emit_failed,
         bpf_stats_enabled: record["bpf_stats_enabled"].as_bool().unwrap_or(false),
         programs,
+        l7,
     })
 }
 
@@ -719,14 +947,34 @@ impl Kscope {
         Ok(ticks.saturating_mul(1_000_000_000) / clk_tck.max(1))
     }
 
-    /// SIGINT (what Ctrl-C does), wait for the exit, and read the summary.
-    fn stop(mut self) -> anyhow::Result<Summary> {
+    /// After a load: waits until kscope's CPU time grows by at most one
+    /// tick per half second (it has worked through what it queued), up to
+    /// [`DRAIN_TIMEOUT`]. Returns its CPU then and how long that took.
+    fn wait_idle(&self, clk_tck: u64) -> anyhow::Result<(u64, Duration)> {
+        let started = Instant::now();
+        let tick_ns = 1_000_000_000 / clk_tck.max(1);
+        let mut last = self.cpu_ns(clk_tck)?;
+        loop {
+            thread::sleep(Duration::from_millis(500));
+            let now = self.cpu_ns(clk_tck)?;
+            if now.saturating_sub(last) <= tick_ns || started.elapsed() >= DRAIN_TIMEOUT {
+                return Ok((now, started.elapsed()));
+            }
+            last = now;
+        }
+    }
+
+    /// SIGINT (what Ctrl-C does), wait for the exit, and read the summary;
+    /// with `port`, also count the exchange records of its output (after it
+    /// exited: not in its measured CPU).
+    fn stop_counting(mut self, port: Option<u16>) -> anyhow::Result<(Summary, Option<HttpExchanges>)> {
         send_signal(self.child.id(), 2);
         let status = kscope_tests::wait_timeout(&mut self.child, KSCOPE_STOP_TIMEOUT)?
             .ok_or_else(|| anyhow!("kscope did not exit within {KSCOPE_STOP_TIMEOUT:?} of SIGINT; killed"))?;
         ensure!(status.success(), "kscope exited with {status}: {}", self.stderr_text());
         let record = last_summary(&self.stdout)?;
-        parse_summary(&record)
+        let http = port.map(|port| count_http_exchanges(&self.stdout, port)).transpose()?;
+        Ok((parse_summary(&record)?, http))
     }
 }
 
@@ -757,6 +1005,38 @@ fn parse_stat_cpu_ticks(stat: &str) -> anyhow::Result<u64> {
             .with_context(|| format!("field {n} is not a number"))
     };
     Ok(field(14)? + field(15)?)
+}
+
+/// Exchange records in a JSON-lines file: all, and HTTP/1 ones of `port` by
+/// side. Substring matches on kscope's own serialization (serde_json, no
+/// spaces, field order fixed), so a 100 MB file takes well under a second.
+fn count_http_exchanges(path: &Path, port: u16) -> anyhow::Result<HttpExchanges> {
+    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let (local, peer) = (format!("\"local_port\":{port},"), format!("\"peer_port\":{port},"));
+    let mut counts = HttpExchanges::default();
+    for line in BufReader::with_capacity(1 << 20, file).split(b'\n') {
+        let line = line.with_context(|| format!("reading {}", path.display()))?;
+        let Ok(line) = std::str::from_utf8(&line) else { continue };
+        if !line.starts_with("{\"type\":\"exchange\"") {
+            continue;
+        }
+        counts.all += 1;
+        if !line.contains("\"protocol\":\"http1\"") {
+            continue;
+        }
+        let side = if line.contains("\"role\":\"client\"") && line.contains(&peer) {
+            &mut counts.client
+        } else if line.contains("\"role\":\"server\"") && line.contains(&local) {
+            &mut counts.server
+        } else {
+            continue;
+        };
+        *side += 1;
+        if line.contains("\"partial\":") {
+            counts.partial += 1;
+        }
+    }
+    Ok(counts)
 }
 
 /// The last "summary" record of a JSON-lines file, reading only its tail
@@ -1097,6 +1377,84 @@ impl Report {
         }
         out += &table(&rows);
 
+        for w in &self.host.workloads {
+            let Some(t) = w.l7_totals() else { continue };
+            out += &format!("\n2b. L7 (socket_data sensor, connection table, HTTP/1 parser): {}\n", w.name);
+            out += &format!(
+                "   throughput ratio {} (goal >= 0.98); kscope CPU {} ns per request, {} of a CPU \
+                 (median of {}; includes the work it did after wrk stopped, median {} s)\n",
+                opt(w.ratio(), 3),
+                opt(w.cpu_ns_per_operation(), 0),
+                w.cpu_percent().map_or("-".into(), |c| format!("{c:.1}%")),
+                t.phases,
+                opt(median(&w.measures().filter_map(|(_, k)| k.drain.map(|d| d.as_secs_f64())).collect::<Vec<_>>()), 1),
+            );
+            out += &format!(
+                "   BPF: socket_data sensor {} ns per request, all sensors {} ns per request\n",
+                opt(w.bpf_ns_per_operation(Some("socket_data")), 0),
+                opt(w.bpf_ns_per_operation(None), 0),
+            );
+            out += &format!(
+                "   over all with-kscope phases: wrk made {} requests; kscope reported {} exchanges ({} per request; \
+                 expected 2: one for wrk's side, one for nginx's), of them HTTP/1 on nginx's port {} client + {} server \
+                 ({} per request, {} partial)\n",
+                t.requests,
+                t.exchanges,
+                opt(t.per_request(t.exchanges), 3),
+                t.http.client,
+                t.http.server,
+                opt(t.per_request(t.http.client + t.http.server), 3),
+                t.http.partial,
+            );
+            out += &format!(
+                "   {} data segments ({} per request), {} parse errors, {} unpaired dropped; {} events read, \
+                 lost {} in the kernel, {} dropped at the queue, {} emit failed\n",
+                t.segments,
+                opt(t.per_request(t.segments), 2),
+                t.parse_errors,
+                t.unpaired_dropped,
+                t.events_read,
+                t.lost_events,
+                t.queue_dropped,
+                t.emit_failed,
+            );
+            let mut rows = vec![row([
+                "pair",
+                "req/s base | with",
+                "requests",
+                "exchanges",
+                "HTTP client+server",
+                "lost",
+                "queue dropped",
+                "kscope CPU",
+                "ns CPU/req",
+                "BPF ns/req",
+            ])];
+            for p in &w.with_kscope {
+                let Some(k) = &p.kscope else { continue };
+                let base = w.baseline.iter().find(|b| b.rep == p.rep).map(|b| w.rate(b));
+                let requests = p.load.wrk_requests;
+                let per = |n: f64| (requests > 0).then(|| n / requests as f64);
+                let bpf: u64 =
+                    k.summary.programs.iter().filter(|x| x.sensor == "socket_data").map(|x| x.run_time_ns).sum();
+                rows.push(row([
+                    (p.rep + 1).to_string(),
+                    format!("{} | {:.0}", opt(base, 0), w.rate(p)),
+                    requests.to_string(),
+                    k.summary.l7.map_or("-".into(), |l| l.exchanges.to_string()),
+                    k.http.map_or("-".into(), |h| format!("{} + {}", h.client, h.server)),
+                    k.summary.lost_events.to_string(),
+                    k.summary.queue_dropped.to_string(),
+                    format!("{:.1}%", cpu_percent(k.cpu_ns, p.load.wall)),
+                    opt(per(k.cpu_ns as f64), 0),
+                    opt(per(bpf as f64), 0),
+                ]));
+            }
+            out += &table(&rows);
+            out += "   kscope ran with --output json into a file: serializing ~2 exchange records per request and \
+                    writing them are part of its CPU (console output is not used).\n";
+        }
+
         out += "\n3. Event-rate ramp (each family stops at its first loss; default buffers)\n";
         let mut rows = vec![row([
             "load",
@@ -1156,7 +1514,7 @@ impl Report {
             let (sensor, unit) = w.operation();
             out += &format!(
                 "     {sensor} sensor, all programs: {} BPF ns per {unit} ({})\n",
-                opt(w.bpf_ns_per_operation(sensor), 0),
+                opt(w.bpf_ns_per_operation(Some(sensor)), 0),
                 w.load.label()
             );
         }
@@ -1227,6 +1585,7 @@ impl Report {
                 "emit_failed": s.emit_failed, "decode_errors": s.decode_errors, "written": s.written,
                 "bpf_stats_enabled": s.bpf_stats_enabled,
                 "programs": s.programs.iter().map(program_json).collect::<Vec<_>>(),
+                "l7": s.l7.as_ref().map(L7Counts::json),
             })
         };
         let phase_json = |p: &Phase| {
@@ -1234,12 +1593,18 @@ impl Report {
                 "rep": p.rep,
                 "wall_s": p.load.wall.as_secs_f64(),
                 "connections_per_s": p.load.connections_per_s,
+                "requests_per_s": p.load.requests_per_s,
+                "wrk_requests": p.load.wrk_requests,
                 "spawns_per_s": p.load.spawns_per_s,
                 "wrk_errors": p.load.wrk_errors,
                 "spawn_failures": p.load.spawn_failures,
                 "kscope": p.kscope.as_ref().map(|k| json!({
                     "cpu_ns": k.cpu_ns, "startup_cpu_ns": k.startup_cpu_ns, "ns_per_event": k.ns_per_event(),
                     "events_per_s": events_per_s(k, p.load.wall), "forms": k.forms, "summary": summary_json(&k.summary),
+                    "drain_s": k.drain.map(|d| d.as_secs_f64()),
+                    "http_exchanges_on_nginx_port": k.http.map(|h| json!({
+                        "all_exchange_records": h.all, "client": h.client, "server": h.server, "partial": h.partial,
+                    })),
                 })),
             })
         };
@@ -1256,11 +1621,14 @@ impl Report {
                     "kscope_ns_per_event_median": w.ns_per_event(),
                     "kscope_events_per_s_median": w.events_per_s(),
                     "kscope_cpu_percent_median": w.cpu_percent(),
+                    "kscope_cpu_ns_per_operation_median": w.cpu_ns_per_operation(),
                     "bpf_ns_per_operation": {
                         "sensor": w.operation().0,
                         "per": w.operation().1,
-                        "ns": w.bpf_ns_per_operation(w.operation().0),
+                        "ns": w.bpf_ns_per_operation(Some(w.operation().0)),
+                        "all_sensors_ns": w.bpf_ns_per_operation(None),
                     },
+                    "l7": w.l7_totals().map(|t| t.json()),
                     "baseline_spread_percent": w.baseline_spread_percent(),
                     "baseline": w.baseline.iter().map(phase_json).collect::<Vec<_>>(),
                     "with_kscope": w.with_kscope.iter().map(phase_json).collect::<Vec<_>>(),
@@ -1450,7 +1818,7 @@ mod tests {
                     Non-2xx or 3xx responses: 2\nRequests/sec:  10246.80\nTransfer/sec:      2.46MB\n";
         let r = parse_wrk(text).expect("parses");
         assert!((r.requests_per_s - 10246.8).abs() < 1e-9);
-        assert_eq!(r.errors, 6);
+        assert_eq!((r.requests, r.errors), (51234, 6));
         assert!(parse_wrk("nothing").is_err());
     }
 
@@ -1478,6 +1846,33 @@ mod tests {
         let s = parse_summary(&record).expect("parses");
         assert_eq!((s.events_read, s.lost_events, s.queue_dropped, s.emit_failed, s.written), (7, 2, 5, 1, 2));
         assert_eq!(s.programs[0].avg_ns(), Some(250.0));
+        assert!(s.l7.is_none());
+        let mut record = record;
+        record["l7"] = json!({"segments": 40, "exchanges": 20, "parse_errors": 1});
+        let l7 = parse_summary(&record).expect("parses").l7.expect("has l7");
+        assert_eq!((l7.segments, l7.exchanges, l7.parse_errors, l7.table_full), (40, 20, 1, 0));
+    }
+
+    #[test]
+    fn http_exchanges_are_counted_per_side_on_the_port() {
+        let dir = ScratchDir::create().expect("scratch dir");
+        let path = dir.path().join("exchanges.jsonl");
+        let exchange = |role: &str, local: u16, peer: u16, extra: &str| {
+            format!(
+                r#"{{"type":"exchange","protocol":"http1","role":"{role}","status":200,"local_port":{local},"peer_addr":"127.0.0.1","peer_port":{peer},"http_version":"1.1"{extra}}}"#
+            )
+        };
+        let lines = [
+            r#"{"type":"sensors","sensors":[]}"#.to_owned(),
+            exchange("client", 40000, 8080, ""),
+            exchange("server", 8080, 40000, r#","partial":"no response""#),
+            exchange("client", 40001, 808, ""),
+            r#"{"type":"exchange","protocol":"dns","role":"client","local_port":5353,"peer_port":53,"x":1}"#.to_owned(),
+            r#"{"type":"summary"}"#.to_owned(),
+        ];
+        fs::write(&path, lines.join("\n") + "\n").expect("writes");
+        let c = count_http_exchanges(&path, 8080).expect("counts");
+        assert_eq!((c.all, c.client, c.server, c.partial), (4, 1, 1, 1));
     }
 
     #[test]

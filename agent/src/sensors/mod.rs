@@ -106,6 +106,9 @@ pub struct ProgramSpec {
 pub struct FormSpec {
     pub form: HookForm,
     pub programs: &'static [ProgramSpec],
+    /// Programs attached where the kernel has their hook, skipped quietly
+    /// where it does not (a function that exists only in some releases).
+    pub optional: &'static [ProgramSpec],
     /// Whether the form reads kernel structs at BTF-resolved offsets and so
     /// cannot run at all without BTF.
     pub needs_struct_offsets: bool,
@@ -265,7 +268,13 @@ pub fn choose_and_attach(
                     (Ok(programs), None) => {
                         choice.chosen = Some(form.form);
                         choice.programs = programs;
-                        choice.hooks = form.programs.iter().map(|p| p.attach.to_string()).collect();
+                        choice.hooks = form
+                            .programs
+                            .iter()
+                            .chain(form.optional)
+                            .filter(|p| choice.programs.iter().any(|name| name == p.program))
+                            .map(|p| p.attach.to_string())
+                            .collect();
                         choice.degraded = (features.btf.is_err() && !form.without_btf.is_empty())
                             .then(|| form.without_btf.to_owned());
                     }
@@ -302,7 +311,16 @@ pub fn attach_form(ebpf: &mut Ebpf, btf: Option<&Btf>, form: &FormSpec) -> Resul
         }
         done.push(spec.program);
     }
-    Ok(form.programs.iter().map(|p| p.program.to_owned()).collect())
+    for spec in form.optional {
+        match attach_program(ebpf, btf, spec) {
+            Ok(()) => done.push(spec.program),
+            Err(err) => {
+                tracing::debug!(hook = %spec.attach, reason = describe(&err), "optional hook skipped");
+                unload(ebpf, spec.program);
+            }
+        }
+    }
+    Ok(done.iter().map(|p| (*p).to_owned()).collect())
 }
 
 fn attach_program(ebpf: &mut Ebpf, btf: Option<&Btf>, spec: &ProgramSpec) -> Result<(), ProgramError> {

@@ -33,6 +33,11 @@ pub static SENSOR: SensorSpec = SensorSpec {
                 ProgramSpec { program: "data_udp6_recv_fe", attach: Attach::Fentry("udpv6_recvmsg") },
                 ProgramSpec { program: "data_udp6_recv_fx", attach: Attach::Fexit("udpv6_recvmsg") },
             ],
+            // Gone in 6.5, where sendfile reaches tcp_sendmsg.
+            optional: &[
+                ProgramSpec { program: "data_tcp_sendpage_fe", attach: Attach::Fentry("tcp_sendpage") },
+                ProgramSpec { program: "data_tcp_sendpage_fx", attach: Attach::Fexit("tcp_sendpage") },
+            ],
             needs_struct_offsets: true,
             without_btf: "",
         },
@@ -51,6 +56,10 @@ pub static SENSOR: SensorSpec = SensorSpec {
                 ProgramSpec { program: "data_udp6_send_krp", attach: Attach::Kretprobe("udpv6_sendmsg") },
                 ProgramSpec { program: "data_udp6_recv_kp", attach: Attach::Kprobe("udpv6_recvmsg") },
                 ProgramSpec { program: "data_udp6_recv_krp", attach: Attach::Kretprobe("udpv6_recvmsg") },
+            ],
+            optional: &[
+                ProgramSpec { program: "data_tcp_sendpage_kp", attach: Attach::Kprobe("tcp_sendpage") },
+                ProgramSpec { program: "data_tcp_sendpage_krp", attach: Attach::Kretprobe("tcp_sendpage") },
             ],
             needs_struct_offsets: true,
             without_btf: "",
@@ -123,6 +132,7 @@ pub static SENSOR: SensorSpec = SensorSpec {
                     attach: Attach::Tracepoint("syscalls", "sys_exit_sendfile64"),
                 },
             ],
+            optional: &[],
             needs_struct_offsets: true,
             without_btf: "",
         },

@@ -202,10 +202,12 @@ pub enum DataSource {
     TcpRecvmsg = 13,
     UdpSendmsg = 14,
     UdpRecvmsg = 15,
+    /// sendfile/splice into TCP before 6.5 (pages, counted not captured).
+    TcpSendpage = 16,
 }
 
 impl DataSource {
-    pub const ALL: [Self; 15] = [
+    pub const ALL: [Self; 16] = [
         Self::Read,
         Self::Write,
         Self::Readv,
@@ -221,6 +223,7 @@ impl DataSource {
         Self::TcpRecvmsg,
         Self::UdpSendmsg,
         Self::UdpRecvmsg,
+        Self::TcpSendpage,
     ];
 
     pub const fn from_u32(value: u32) -> Option<Self> {
@@ -251,6 +254,7 @@ impl DataSource {
             Self::TcpRecvmsg => "tcp_recvmsg",
             Self::UdpSendmsg => "udp_sendmsg",
             Self::UdpRecvmsg => "udp_recvmsg",
+            Self::TcpSendpage => "tcp_sendpage",
         }
     }
 }

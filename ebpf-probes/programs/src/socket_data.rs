@@ -449,6 +449,55 @@ fn function_ret(raw: i64) -> i64 {
     i64::from(raw as i32)
 }
 
+/// `tcp_sendpage(sk, page, offset, size, flags)`: sendfile and splice into
+/// TCP before 6.5. The bytes are page-cache pages, so they are counted,
+/// not captured.
+#[inline(always)]
+fn sendpage_enter(sk: u64) {
+    if is_self() || sk == 0 {
+        return;
+    }
+    let pending = PendingIo {
+        sk: 0,
+        ptr: 0,
+        count: 0,
+        name: 0,
+        shape: shape::UNCAPTURED,
+        source: DataSource::TcpSendpage as u32,
+        direction: DataDirection::Send as u32,
+        protocol: 0,
+        meta_in_kernel: 1,
+        _pad: 0,
+    };
+    remember(sk, pending);
+}
+
+#[kprobe]
+pub fn data_tcp_sendpage_kp(ctx: ProbeContext) -> u32 {
+    sendpage_enter(ctx.arg(0).unwrap_or(0));
+    0
+}
+
+#[kretprobe]
+pub fn data_tcp_sendpage_krp(ctx: RetProbeContext) -> u32 {
+    let ret: i64 = ctx.ret();
+    finish::<_, { shape::UNCAPTURED }>(&ctx, HookFormId::Kprobe, function_ret(ret));
+    0
+}
+
+#[fentry(function = "tcp_sendpage")]
+pub fn data_tcp_sendpage_fe(ctx: FEntryContext) -> u32 {
+    sendpage_enter(ctx.arg(0));
+    0
+}
+
+#[fexit(function = "tcp_sendpage")]
+pub fn data_tcp_sendpage_fx(ctx: FExitContext) -> u32 {
+    let ret: i64 = ctx.ret().unwrap_or(-1);
+    finish::<_, { shape::UNCAPTURED }>(&ctx, HookFormId::Fentry, function_ret(ret));
+    0
+}
+
 macro_rules! function_programs {
     ($($kprobe:ident, $kretprobe:ident, $fentry:ident, $fexit:ident, $function:literal, $source:ident, $direction:ident;)*) => {$(
         #[kprobe]
