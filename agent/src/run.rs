@@ -277,6 +277,7 @@ fn collect_stats(meters: &Meters<'_>) -> StatsRecord {
             emitted: count(s.counter_slot),
             emit_failed: count(s.counter_slot + 1),
             table_full: s.table_full_slot.map_or(0, count),
+            unreported: s.unreported_slot.map_or(0, count),
         })
         .collect();
     let snapshot = ledger.snapshot();

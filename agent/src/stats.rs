@@ -86,6 +86,9 @@ pub struct SensorCounts {
     /// Connections the kernel's bounded table had no room for: still
     /// reported, but without their owner and duration.
     pub table_full: u64,
+    /// Seen but not reported (socket data: `sendmmsg`/`recvmmsg` messages
+    /// past the batch the sensor captures per call).
+    pub unreported: u64,
 }
 
 /// BPF run-time statistics of one attached program.

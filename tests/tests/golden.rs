@@ -27,10 +27,12 @@ use kscope_tests::{
 };
 use serde_json::Value;
 
+/// Exchanges an expected file must hold: (protocol, role, count).
+type Holds = &'static [(&'static str, &'static str, usize)];
+
 /// Each scenario and the exchanges its expected records must hold, so a
-/// recording that lost its traffic cannot be blessed unnoticed:
-/// (protocol, role, count).
-const SCENARIOS: &[(&str, &[(&str, &str, usize)])] = &[
+/// recording that lost its traffic cannot be blessed unnoticed.
+const SCENARIOS: &[(&str, Holds)] = &[
     ("http1_nginx_curl", &[("http1", "client", 3), ("http1", "server", 3)]),
     ("http2_nginx_nghttp", &[("http2", "client", 3), ("http2", "server", 3)]),
     ("grpc_grpcio", &[("grpc", "client", 3), ("grpc", "server", 3)]),

@@ -25,7 +25,7 @@ use serde_json::{Value, json};
 /// One kscope at a time: each run's records are its own.
 static KERNEL: Mutex<()> = Mutex::new(());
 
-fn exchanges<'a>(records: &'a [Value], pid: u64) -> Vec<&'a Value> {
+fn exchanges(records: &[Value], pid: u64) -> Vec<&Value> {
     records.iter().filter(|r| r["type"] == "exchange" && r["pid"] == pid).collect()
 }
 

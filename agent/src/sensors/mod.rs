@@ -126,6 +126,9 @@ pub struct SensorSpec {
     pub counter_slot: u32,
     /// Slot counting entries the sensor's kernel table had no room for.
     pub table_full_slot: Option<u32>,
+    /// Slot counting what the sensor saw but could not report (for socket
+    /// data: messages of one `sendmmsg`/`recvmmsg` beyond its batch).
+    pub unreported_slot: Option<u32>,
     pub forms: &'static [FormSpec],
 }
 

@@ -16,6 +16,7 @@ pub static SENSOR: SensorSpec = SensorSpec {
     description: "process exec and exit",
     counter_slot: kscope_common::counter_slot::PROCESS_OUT,
     table_full_slot: None,
+    unreported_slot: None,
     forms: &[
         FormSpec {
             form: HookForm::Tracepoint,

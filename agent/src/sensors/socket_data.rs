@@ -16,6 +16,7 @@ pub static SENSOR: SensorSpec = SensorSpec {
     description: "leading bytes of TCP and UDP sends and receives",
     counter_slot: kscope_common::counter_slot::DATA_OUT,
     table_full_slot: Some(kscope_common::counter_slot::DATA_INFLIGHT_FULL),
+    unreported_slot: Some(kscope_common::counter_slot::DATA_MESSAGES_BEYOND_BATCH),
     forms: &[
         FormSpec {
             form: HookForm::Fentry,

@@ -16,6 +16,7 @@ pub static SENSOR: SensorSpec = SensorSpec {
     description: "TCP connect, accept and close",
     counter_slot: kscope_common::counter_slot::TCP_OUT,
     table_full_slot: Some(kscope_common::counter_slot::TCP_TABLE_FULL),
+    unreported_slot: None,
     forms: &[
         FormSpec {
             form: HookForm::Tracepoint,

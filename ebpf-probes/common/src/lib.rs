@@ -489,7 +489,10 @@ pub mod counter_slot {
     pub const DATA_OUT_FAILED: u32 = 6;
     /// A call whose arguments found the in-flight table full (not captured).
     pub const DATA_INFLIGHT_FULL: u32 = 7;
-    pub const COUNT: u32 = 8;
+    /// Messages of a `sendmmsg`/`recvmmsg` beyond the ones the sensor
+    /// reports per call (their bytes are not in any event).
+    pub const DATA_MESSAGES_BEYOND_BATCH: u32 = 8;
+    pub const COUNT: u32 = 16;
 }
 
 #[cfg(feature = "user")]

@@ -29,6 +29,13 @@ pub fn count(slot: u32) {
     }
 }
 
+#[inline(always)]
+pub fn count_many(slot: u32, n: u64) {
+    if let Some(counter) = EVENTS_EMITTED.get_ptr_mut(slot) {
+        unsafe { *counter += n };
+    }
+}
+
 /// Writes `event` to this CPU's buffer; `slot` counts successes and
 /// `slot + 1` failures (a full buffer).
 #[inline(always)]

@@ -27,7 +27,7 @@ use kscope_common::{
 };
 
 use crate::{
-    emit::{count, current_header, output_bytes},
+    emit::{count, count_many, current_header, output_bytes},
     kernel::{self, Endpoints, layout, offset, sock_endpoints},
 };
 
@@ -203,6 +203,10 @@ fn finish<C: EbpfContext, const SHAPE: u32>(ctx: &C, form: HookFormId, ret: i64)
                 let name: u64 = read_meta(msg + MSGHDR_NAME, 0).unwrap_or(0);
                 let captured = copy_iovecs::<MAX_MMSG_IOVECS>(event, iov, iovlen, u64::from(len), 0);
                 send(ctx, event, &pending, u64::from(len), captured, name);
+            }
+            let handled = if pending.count < u64::from(MAX_MMSG) { pending.count } else { u64::from(MAX_MMSG) };
+            if ret > handled {
+                count_many(counter_slot::DATA_MESSAGES_BEYOND_BATCH, ret - handled);
             }
         }
         _ => send(ctx, event, &pending, ret, 0, 0),
