@@ -379,13 +379,23 @@ fn a_stalled_reader_loses_events_and_says_how_many() {
 fn console_output_is_one_readable_line_per_event() {
     let _kernel = KERNEL.lock().unwrap_or_else(|e| e.into_inner());
     let nginx = start_nginx();
-    let kscope = Command::new(kscope_binary().unwrap())
-        .args(["run", "--duration", "4"])
+    let mut kscope = Command::new(kscope_binary().unwrap())
+        .args(["run", "--duration", "8"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("kscope run");
-    thread::sleep(Duration::from_millis(1500));
+    // The sensor choice goes to stderr once every sensor is attached.
+    let mut stderr_lines = std::io::BufRead::lines(std::io::BufReader::new(kscope.stderr.take().unwrap()));
+    let mut report = Vec::new();
+    for line in stderr_lines.by_ref() {
+        let line = line.unwrap();
+        let last = line.trim_start().starts_with("socket_data");
+        report.push(line);
+        if last {
+            break;
+        }
+    }
     let curl = Command::new("curl")
         .args([
             "-s",
@@ -403,18 +413,20 @@ fn console_output_is_one_readable_line_per_event() {
     assert!(curl_out.status.success());
     let request_bytes = String::from_utf8_lossy(&curl_out.stdout).into_owned();
     let out = kscope.wait_with_output().expect("kscope output");
+    report.extend(stderr_lines.map_while(Result::ok));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = report.join("\n");
     assert!(out.status.success(), "{stderr}");
 
     let me = std::process::id();
     let ours: Vec<&str> = stdout.lines().filter(|l| l.contains(&format!("pid={curl_pid} "))).collect();
     let verb = |l: &&str| l.split_whitespace().nth(1).unwrap_or("").to_owned();
     let mut verbs: Vec<String> = ours.iter().map(verb).collect();
-    // exec and connect come first; close and exit in either order (the
-    // client's socket may close after curl exited, in FIN_WAIT2).
+    // exec and connect come first; close, exit and the exchange (printed
+    // when its response completed, after the reorder window) in any order
+    // (the client's socket may close after curl exited, in FIN_WAIT2).
     verbs[2..].sort();
-    assert_eq!(verbs, ["exec", "connect", "close", "exit"], "{stdout}");
+    assert_eq!(verbs, ["exec", "connect", "close", "exit", "http1"], "{stdout}");
     let line = |v: &str| *ours.iter().find(|l| verb(l) == v).unwrap();
     // "HH:MM:SS.mmm verb ..." with the fields people read.
     for line in &ours {
@@ -429,6 +441,14 @@ fn console_output_is_one_readable_line_per_event() {
     assert!(close.contains(&format!(" role=client sent={request_bytes} received=")), "{close}");
     assert!(close.contains(" duration="), "{close}");
     assert!(line("exit").contains(&format!("exit    pid={curl_pid} comm=curl ppid={me} code=0 lifetime=")), "{stdout}");
+    // "HH:MM:SS.mmm http1   pid=P comm=curl client A -> B GET /index.html status=200 duration=D req=NB resp=NB"
+    let exchange = line("http1");
+    assert!(
+        exchange.contains(&format!("http1   pid={curl_pid} comm=curl client 127.0.0.1:"))
+            && exchange.contains(&format!(" -> 127.0.0.1:{} GET /index.html status=200 duration=", nginx.port))
+            && exchange.contains(&format!(" req={request_bytes}B resp=")),
+        "{exchange}"
+    );
     let accept =
         stdout.lines().find(|l| l.contains(" accept  ") && l.contains(&format!("127.0.0.1:{} ->", nginx.port)));
     assert!(accept.is_some_and(|l| l.contains("comm=nginx") && l.ends_with("role=server")), "{stdout}");

@@ -149,7 +149,10 @@ const LAYERS: &[Layer] = &[
     Layer { name: "L7 harnesses", run: Run::Cargo(&["test", "-p", "kscope-tests", "--test", "l7_harness"]) },
     // Real eBPF on this machine's kernel: lifecycle events against nginx
     // and curl; exchanges of nginx, curl, nghttp, grpcio, dnsmasq and dig.
-    Layer { name: "host kernel", run: Run::Cargo(&["test", "-p", "kscope-tests", "--test", "host", "--test", "l7"]) },
+    Layer {
+        name: "host kernel",
+        run: Run::Cargo(&["test", "--no-fail-fast", "-p", "kscope-tests", "--test", "host", "--test", "l7"]),
+    },
     // Debian's 6.1 and 6.12 kernels under QEMU: kprobe, fentry, tracepoint.
     // --nocapture lets each kernel's one-line verdict through.
     Layer {
