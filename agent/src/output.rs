@@ -69,11 +69,33 @@ impl Clock {
 /// a kernel pointer (defeating KASLR); a keyed hash, with a key drawn once
 /// per run, joins a connection's records just as well.
 pub fn sock_token(kernel_address: u64) -> String {
-    let key = *SOCK_TOKEN_KEY.get_or_init(|| RandomState::new().hash_one(0u64));
-    format!(
-        "{:016x}",
-        std::hash::BuildHasherDefault::<std::hash::DefaultHasher>::default().hash_one((key, kernel_address))
-    )
+    SockToken::of(kernel_address).as_str().to_owned()
+}
+
+/// [`sock_token`] without a string allocated per record.
+#[derive(Clone, Copy)]
+pub struct SockToken([u8; 16]);
+
+impl SockToken {
+    pub fn of(kernel_address: u64) -> Self {
+        let key = *SOCK_TOKEN_KEY.get_or_init(|| RandomState::new().hash_one(0u64));
+        let hash = std::hash::BuildHasherDefault::<std::hash::DefaultHasher>::default().hash_one((key, kernel_address));
+        let mut hex = [0u8; 16];
+        for (i, digit) in hex.iter_mut().enumerate() {
+            *digit = b"0123456789abcdef"[((hash >> (60 - 4 * i)) & 0xf) as usize];
+        }
+        Self(hex)
+    }
+
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).unwrap_or("")
+    }
+}
+
+impl Serialize for SockToken {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
 }
 
 static SOCK_TOKEN_KEY: OnceLock<u64> = OnceLock::new();
@@ -204,7 +226,7 @@ enum Detail<'a> {
 /// A data event's metadata (`--data-events`); never its payload.
 #[derive(Serialize)]
 struct DataDetail<'a> {
-    sock_id: String,
+    sock_id: SockToken,
     transport: &'static str,
     direction: &'static str,
     source: &'static str,
@@ -241,7 +263,7 @@ fn l7_role(r: Role) -> &'static str {
 
 #[derive(Serialize)]
 struct TcpDetail {
-    sock_id: String,
+    sock_id: SockToken,
     role: Option<&'static str>,
     local_addr: IpAddr,
     local_port: u16,
@@ -273,7 +295,7 @@ fn record<'a>(event: &'a Event, clock: &Clock) -> EventRecord<'a> {
         Event::Tcp(t) => (
             step(t.step),
             Detail::Tcp(TcpDetail {
-                sock_id: sock_token(t.sock_id),
+                sock_id: SockToken::of(t.sock_id),
                 role: role(t.role),
                 local_addr: t.local.0,
                 local_port: t.local.1,
@@ -290,7 +312,7 @@ fn record<'a>(event: &'a Event, clock: &Clock) -> EventRecord<'a> {
         Event::Data(d) => (
             "socket.data",
             Detail::Data(DataDetail {
-                sock_id: sock_token(d.sock_id),
+                sock_id: SockToken::of(d.sock_id),
                 transport: transport_name(d.transport),
                 direction: direction_name(d.direction),
                 source: d.source.name(),
@@ -422,7 +444,7 @@ struct ExchangeJson<'a> {
     tid: u32,
     comm: &'a str,
     cgroup_id: u64,
-    sock_id: String,
+    sock_id: SockToken,
     transport: &'static str,
     local_addr: IpAddr,
     local_port: u16,
@@ -513,7 +535,7 @@ fn exchange_json<'a>(record: &'a ExchangeRecord, clock: &Clock) -> ExchangeJson<
         tid: o.tid,
         comm: o.comm.as_str(),
         cgroup_id: o.cgroup_id,
-        sock_id: sock_token(record.sock_id),
+        sock_id: SockToken::of(record.sock_id),
         transport: transport_name(record.transport),
         // Dual-stack sockets (gRPC's, Java's) show IPv4 peers as
         // ::ffff:a.b.c.d; people look for a.b.c.d.
