@@ -138,10 +138,13 @@ fn http1_keep_alive_exchanges_of_nginx_and_curl() {
         assert_eq!(got_fields, want, "{role} exchanges");
         // Keep-alive: requests curl sent from one local port share one
         // connection (nginx may close after an error response, and curl
-        // then opens another; its `local_port` above says which).
+        // then opens another; its `local_port` above says which). The
+        // converse does not hold: the kernel may hand the next connection
+        // the memory of the sock just freed, and so the same id.
         for (a, b) in got.iter().zip(got.iter().skip(1)) {
-            let same_port = a["local_port"] == b["local_port"] && a["peer_port"] == b["peer_port"];
-            assert_eq!(same_port, a["sock_id"] == b["sock_id"], "{a}\n{b}");
+            if a["local_port"] == b["local_port"] && a["peer_port"] == b["peer_port"] {
+                assert_eq!(a["sock_id"], b["sock_id"], "{a}\n{b}");
+            }
         }
         for r in &got {
             let d = r["duration_ns"].as_u64().unwrap();
