@@ -627,14 +627,6 @@ pub struct StatsRecord {
     pub l7: ConnCounts,
 }
 
-impl StatsRecord {
-    /// The same counts as a periodic `stats` or a final `summary` record.
-    pub fn kind(mut self, kind: &'static str) -> Self {
-        self.kind = kind;
-        self
-    }
-}
-
 pub fn unix_now_ns() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
 }

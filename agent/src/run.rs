@@ -128,16 +128,19 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         tokio::spawn(write_events(events, sink, table, Arc::clone(&ledger), Arc::clone(&l7), opts.queue_capacity));
 
     // Read afresh each time: `ebpf` is borrowed mutably in between, to unload.
-    let meters = |ebpf: &Ebpf| -> StatsRecord {
-        collect_stats(&Meters {
-            ebpf,
-            choices: &choices,
-            ledger: &ledger,
-            l7: &l7,
-            bpf_stats_enabled,
-            started,
-            possible_cpus: possible,
-        })
+    let meters = |kind: &'static str, ebpf: &Ebpf| -> StatsRecord {
+        collect_stats(
+            kind,
+            &Meters {
+                ebpf,
+                choices: &choices,
+                ledger: &ledger,
+                l7: &l7,
+                bpf_stats_enabled,
+                started,
+                possible_cpus: possible,
+            },
+        )
     };
     let mut interval = tokio::time::interval(opts.stats_interval);
     interval.tick().await;
@@ -155,7 +158,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             _ = sigterm.recv() => break,
             () = &mut deadline => break,
             _ = interval.tick() => {
-                let record = meters(&ebpf).kind("stats");
+                let record = meters("stats", &ebpf);
                 emit_stats(&record, opts.output)?;
             }
         }
@@ -163,7 +166,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
 
     // Detach first so no new events arrive, let the readers drain what is
     // already in the rings, then account for everything.
-    let summary_programs = meters(&ebpf);
+    let summary_programs = meters("summary", &ebpf);
     for choice in &choices {
         for name in &choice.programs {
             sensors::unload(&mut ebpf, name);
@@ -171,7 +174,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     }
     readers.stop().await;
     let _ = writer.await;
-    let mut summary = meters(&ebpf).kind("summary");
+    let mut summary = meters("summary", &ebpf);
     // Program costs as they were while attached.
     summary.programs = summary_programs.programs;
     emit_stats(&summary, opts.output)?;
@@ -245,8 +248,7 @@ struct Meters<'a> {
     possible_cpus: usize,
 }
 
-fn collect_stats(meters: &Meters<'_>) -> StatsRecord {
-    let kind = "summary";
+fn collect_stats(kind: &'static str, meters: &Meters<'_>) -> StatsRecord {
     let Meters { ebpf, choices, ledger, l7, bpf_stats_enabled, started, possible_cpus } = *meters;
     let mut programs = Vec::new();
     for choice in choices {

@@ -354,7 +354,7 @@ fn header_value(headers: &[httparse::Header<'_>], name: &str) -> Option<String> 
 fn request_head(req: &httparse::Request<'_, '_>, privacy: Privacy) -> Result<RequestHead, &'static str> {
     let method = req.method.unwrap_or_default();
     let path = req.path.unwrap_or_default();
-    let target = if privacy.keep_query { path } else { path.split('?').next().unwrap_or_default() };
+    let target = privacy.target(path);
     let (chunked, other) = transfer_encoding(req.headers);
     let framing = if chunked {
         Some(Framing::Chunked(Chunk::Size(Vec::new())))

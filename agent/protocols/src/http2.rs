@@ -975,12 +975,7 @@ impl Conn {
                 }),
             }
         } else {
-            let mut target = stream.path.unwrap_or_default();
-            if !self.privacy.keep_query
-                && let Some(at) = target.find('?')
-            {
-                target.truncate(at);
-            }
+            let target = self.privacy.target(stream.path.as_deref().unwrap_or_default()).to_owned();
             Exchange {
                 kind: ExchangeKind::Http2,
                 role,

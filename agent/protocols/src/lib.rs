@@ -104,6 +104,13 @@ pub struct Privacy {
     pub keep_query: bool,
 }
 
+impl Privacy {
+    /// The part of a request path kscope may report.
+    pub fn target(self, path: &str) -> &str {
+        if self.keep_query { path } else { path.split('?').next().unwrap_or_default() }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ProtocolId {
     Http1,
