@@ -9,6 +9,7 @@
 
 pub mod conntrack;
 pub mod decode;
+pub mod export;
 pub mod kernel;
 pub mod loader;
 pub mod output;
@@ -17,4 +18,5 @@ pub mod recording;
 pub mod run;
 pub mod sensors;
 pub mod stats;
+pub mod telemetry;
 pub mod transport;

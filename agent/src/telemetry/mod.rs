@@ -1,0 +1,4 @@
+//! Exchanges and connection events → spans and metrics, named and shaped by
+//! the OpenTelemetry semantic conventions (the version in [`semconv`]).
+
+pub mod semconv;
