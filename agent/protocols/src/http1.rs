@@ -29,8 +29,8 @@ pub const MAX_PENDING: usize = 64;
 const MAX_HEADERS: usize = 128;
 /// Longest target kept (bytes); longer ones are cut at a character boundary.
 const MAX_TARGET: usize = 2048;
-/// Longest `Host` or `traceparent` value kept.
-const MAX_VALUE: usize = 256;
+/// Longest `Host`, `traceparent` or `tracestate` value kept (W3C bounds tracestate at 512).
+const MAX_VALUE: usize = 512;
 /// Longest chunk-size line (with extensions) accepted.
 const MAX_CHUNK_LINE: usize = 1024;
 
@@ -238,6 +238,7 @@ struct Pending {
     version: &'static str,
     host: Option<String>,
     traceparent: Option<String>,
+    tracestate: Option<String>,
     start_ns: u64,
     bytes: u64,
     partial: Option<String>,
@@ -291,6 +292,7 @@ struct RequestHead {
     version: &'static str,
     host: Option<String>,
     traceparent: Option<String>,
+    tracestate: Option<String>,
     framing: Option<Framing>,
 }
 
@@ -373,6 +375,7 @@ fn request_head(req: &httparse::Request<'_, '_>, privacy: Privacy) -> Result<Req
         version: version_name(req.version),
         host: header_value(req.headers, "host"),
         traceparent: header_value(req.headers, "traceparent"),
+        tracestate: header_value(req.headers, "tracestate"),
         framing,
     })
 }
@@ -532,6 +535,7 @@ impl Http1Parser {
                 version: p.version.to_owned(),
                 host: p.host,
                 traceparent: p.traceparent,
+                tracestate: p.tracestate,
                 stream_id: None,
             }),
         }
@@ -571,6 +575,7 @@ impl Http1Parser {
             version: head.version,
             host: head.host,
             traceparent: head.traceparent,
+            tracestate: head.tracestate,
             start_ns,
             bytes: header_bytes,
             partial: partial.map(str::to_owned),
@@ -993,6 +998,7 @@ mod tests {
                 version: version.to_owned(),
                 host: host.map(str::to_owned),
                 traceparent: None,
+                tracestate: None,
                 stream_id: None,
             }),
         }
@@ -1302,9 +1308,10 @@ mod tests {
     }
 
     #[test]
-    fn only_host_and_traceparent_are_kept() {
+    fn only_host_and_trace_context_are_kept() {
         let req = b"GET /api/me HTTP/1.1\r\nHost: api.internal\r\nAuthorization: Bearer s3cr3t-t0ken\r\n\
-                    Cookie: session=c00k13\r\ntraceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n\r\n";
+                    Cookie: session=c00k13\r\ntraceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n\
+                    tracestate: congo=t61rcWkgMzE\r\n\r\n";
         let ok = nginx_response("200 OK", b"{}");
         let mut parser = Http1Parser::new(None, Privacy::default());
         let (mut out, _) = run_with(&mut parser, &[whole(Send, 1, req)], None);
@@ -1326,6 +1333,7 @@ mod tests {
         );
         if let Detail::Http(d) = &mut expected.detail {
             d.traceparent = Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_owned());
+            d.tracestate = Some("congo=t61rcWkgMzE".to_owned());
         }
         assert_eq!(out, vec![expected]);
         assert!(!format!("{out:?}").contains("s3cr3t"));

@@ -181,6 +181,8 @@ pub struct HttpDetail {
     pub host: Option<String>,
     /// W3C `traceparent` of the request, when it carried one.
     pub traceparent: Option<String>,
+    /// W3C `tracestate` of the request (meaningful only with a traceparent).
+    pub tracestate: Option<String>,
     /// HTTP/2 stream id.
     pub stream_id: Option<u32>,
 }
@@ -192,6 +194,7 @@ pub struct GrpcDetail {
     pub authority: Option<String>,
     pub grpc_message: Option<String>,
     pub traceparent: Option<String>,
+    pub tracestate: Option<String>,
     pub stream_id: u32,
     /// Length-prefixed messages seen in each direction.
     pub request_messages: u32,

@@ -30,11 +30,12 @@ pub enum Field {
     Status,
     ContentType,
     Traceparent,
+    Tracestate,
     GrpcStatus,
     GrpcMessage,
 }
 
-const FIELD_COUNT: usize = 9;
+const FIELD_COUNT: usize = 10;
 
 impl Field {
     fn of(name: &[u8]) -> Option<Self> {
@@ -46,6 +47,7 @@ impl Field {
             b":status" => Self::Status,
             b"content-type" => Self::ContentType,
             b"traceparent" => Self::Traceparent,
+            b"tracestate" => Self::Tracestate,
             b"grpc-status" => Self::GrpcStatus,
             b"grpc-message" => Self::GrpcMessage,
             _ => return None,

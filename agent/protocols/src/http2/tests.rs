@@ -104,6 +104,7 @@ fn http(
             version: "2".to_string(),
             host: Some(host.to_string()),
             traceparent: None,
+                tracestate: None,
             stream_id: Some(stream_id),
         }),
     }
@@ -350,6 +351,7 @@ fn settings_header_table_size_change() {
                 version: "2".to_string(),
                 host: None,
                 traceparent: None,
+                tracestate: None,
                 stream_id: Some(5)
             }),
             ..third
@@ -384,6 +386,7 @@ fn mid_way_join_yields_partial_with_static_and_literal_fields() {
                 version: "2".to_string(),
                 host: None,
                 traceparent: None,
+                tracestate: None,
                 stream_id: Some(7)
             }),
             ..http("POST", "/orders/42", Some(200), (1, 3), (9 + req.len() as u64 + 11, 10 + 11), "", 7)
@@ -435,6 +438,7 @@ fn grpc(
             authority: Some("127.0.0.1:28551".to_string()),
             grpc_message: grpc_message.map(str::to_string),
             traceparent: None,
+                tracestate: None,
             stream_id,
             request_messages,
             response_messages,
@@ -479,6 +483,7 @@ fn grpc_request(encoder: &mut loona_hpack::Encoder<'_>, path: &str) -> Vec<u8> {
             ("content-type", "application/grpc"),
             ("te", "trailers"),
             ("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+            ("tracestate", "rojo=00f067aa0ba902b7"),
             ("authorization", "Bearer secret"),
         ],
     )
@@ -519,6 +524,7 @@ fn grpc_trailers_only_response_and_traceparent() {
     );
     if let Detail::Grpc(detail) = &mut expected.detail {
         detail.traceparent = Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".to_string());
+        detail.tracestate = Some("rojo=00f067aa0ba902b7".to_string());
     }
     let exchanges = parse(&segments);
     assert_eq!(exchanges, vec![expected]);
@@ -575,6 +581,7 @@ fn grpc_messages_counted_across_data_frames_and_uncaptured_bytes() {
     let mut expected = grpc(("pkg.Svc", "Stream"), Some(0), (1, 5), (request_bytes, response_bytes), None, 1, (1, 3));
     if let Detail::Grpc(detail) = &mut expected.detail {
         detail.traceparent = Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".to_string());
+        detail.tracestate = Some("rojo=00f067aa0ba902b7".to_string());
     }
     assert_eq!(out, vec![expected]);
     assert_eq!(parser.counts(), ParserCounts::default());
