@@ -55,6 +55,8 @@ enum Command {
         /// Bytes the recording may grow to; records beyond are counted, not written.
         #[arg(long, default_value_t = 256 << 20)]
         record_limit: u64,
+        #[command(flatten)]
+        export: ExportArgs,
     },
     /// Replay a recording (`run --record`) through decode, the connection table and the parsers.
     Replay {
@@ -80,6 +82,81 @@ enum Command {
         #[arg(long, value_enum, default_value_t = OutputFormat::Console)]
         output: OutputFormat,
     },
+}
+
+/// OTLP and Prometheus export. Each OTLP flag wins over its
+/// `OTEL_EXPORTER_OTLP_*` variable; OTLP is on when an endpoint is set.
+#[derive(Debug, clap::Args)]
+struct ExportArgs {
+    /// OTLP collector endpoint, like OTEL_EXPORTER_OTLP_ENDPOINT (HTTP: /v1/traces and /v1/metrics appended).
+    #[arg(long)]
+    otlp_endpoint: Option<String>,
+    /// `grpc` or `http/protobuf` (default), like OTEL_EXPORTER_OTLP_PROTOCOL.
+    #[arg(long)]
+    otlp_protocol: Option<String>,
+    /// A header sent with every export, `name=value` (repeatable), like OTEL_EXPORTER_OTLP_HEADERS.
+    #[arg(long = "otlp-header")]
+    otlp_headers: Vec<String>,
+    /// Seconds one export may take, like OTEL_EXPORTER_OTLP_TIMEOUT (which is in ms).
+    #[arg(long)]
+    otlp_timeout: Option<f64>,
+    /// Traces endpoint, used as is, like OTEL_EXPORTER_OTLP_TRACES_ENDPOINT.
+    #[arg(long)]
+    otlp_traces_endpoint: Option<String>,
+    /// Metrics endpoint, used as is, like OTEL_EXPORTER_OTLP_METRICS_ENDPOINT.
+    #[arg(long)]
+    otlp_metrics_endpoint: Option<String>,
+    /// Seconds between metric exports, like OTEL_METRIC_EXPORT_INTERVAL (which is in ms).
+    #[arg(long)]
+    otlp_metric_export_interval: Option<f64>,
+    /// Spans the export queue holds (more are dropped and counted), like OTEL_BSP_MAX_QUEUE_SIZE.
+    #[arg(long)]
+    otlp_queue_size: Option<usize>,
+    /// Serve the metrics for Prometheus at http://ADDR/metrics (off unless given), e.g. 0.0.0.0:9464.
+    #[arg(long)]
+    prometheus_listen: Option<std::net::SocketAddr>,
+    /// HTTP routes each service reports at most; the rest share `_OTHER`.
+    #[arg(long, default_value_t = 200)]
+    route_cap: usize,
+    /// Metric series kept at most; beyond, points go to an overflow series.
+    #[arg(long, default_value_t = 20_000)]
+    metric_series: usize,
+}
+
+impl ExportArgs {
+    fn resolve(self) -> anyhow::Result<run::ExportOptions> {
+        use kscope::export::otlp::{OtlpConfig, OtlpFlags, resource_attributes_from_env};
+        let seconds = |flag: &str, v: Option<f64>| -> anyhow::Result<Option<Duration>> {
+            v.map(|v| Duration::try_from_secs_f64(v).map_err(|e| anyhow::anyhow!("{flag}: {e}"))).transpose()
+        };
+        let flags = OtlpFlags {
+            endpoint: self.otlp_endpoint,
+            protocol: self.otlp_protocol,
+            headers: self.otlp_headers,
+            timeout: seconds("--otlp-timeout", self.otlp_timeout)?,
+            traces_endpoint: self.otlp_traces_endpoint,
+            metrics_endpoint: self.otlp_metrics_endpoint,
+            metric_export_interval: seconds("--otlp-metric-export-interval", self.otlp_metric_export_interval)?,
+            queue_size: self.otlp_queue_size,
+        };
+        let otlp = OtlpConfig::from_process_env(&flags)?;
+        let telemetry = kscope::telemetry::TelemetryOptions {
+            resource_attributes: resource_attributes_from_env(|name| std::env::var(name).ok())?,
+            route_cap: self.route_cap,
+            metric_limits: kscope::telemetry::metrics::MetricLimits {
+                max_series: self.metric_series,
+                // An exited process's series stay for two exports (and two
+                // minutes of scrapes), so its last totals are read.
+                exited_retention_ns: otlp
+                    .as_ref()
+                    .and_then(|o| o.metrics.as_ref())
+                    .map_or(0, |m| 2 * m.interval.as_nanos() as u64)
+                    .max(120_000_000_000),
+            },
+            ..Default::default()
+        };
+        Ok(run::ExportOptions { otlp, prometheus_listen: self.prometheus_listen, telemetry })
+    }
 }
 
 fn parse_pages(text: &str) -> Result<usize, String> {
@@ -114,7 +191,15 @@ fn main() -> ExitCode {
             connections,
             record,
             record_limit,
+            export,
         } => {
+            let export = match export.resolve() {
+                Ok(e) => e,
+                Err(err) => {
+                    eprintln!("error: {err:#}");
+                    return ExitCode::from(2);
+                }
+            };
             let duration = match duration.map(Duration::try_from_secs_f64).transpose() {
                 Ok(d) => d,
                 Err(err) => {
@@ -135,6 +220,7 @@ fn main() -> ExitCode {
                 connections: usize::try_from(connections).unwrap_or(usize::MAX),
                 record,
                 record_limit,
+                export,
             };
             tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)

@@ -625,6 +625,9 @@ pub struct StatsRecord {
     pub lost_events: u64,
     /// What the connection table and parsers made of the data events.
     pub l7: ConnCounts,
+    /// Spans and metrics made and exported (summary only, when exporting).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub export: Option<crate::run::ExportSummary>,
 }
 
 pub fn unix_now_ns() -> u64 {

@@ -20,6 +20,11 @@ use tokio::{signal::unix::SignalKind, sync::mpsc};
 use crate::{
     conntrack::{ConnCounts, ConnTable, ExchangeRecord},
     decode::Event,
+    export::{
+        MetricsSource, SpanItem,
+        otlp::{ExportCounts, ExportCountsSnapshot, MetricsExporter, OtlpConfig, SpanExporter, SpanSender},
+        prometheus::PrometheusServer,
+    },
     kernel::KernelFeatures,
     loader,
     output::{self, Clock, OutputFormat, Sink, StatsRecord},
@@ -27,6 +32,12 @@ use crate::{
     recording::Recorder,
     sensors::{self, HookForm, SENSORS, Search, SensorChoice},
     stats::{LossLedger, ProgramStats, SensorCounts},
+    telemetry::{
+        Telemetry, TelemetryOptions,
+        health::{self, HealthReading},
+        links::{IdGenerator, LinkCounts},
+        metrics::MetricStore,
+    },
     transport,
 };
 
@@ -48,6 +59,30 @@ pub struct RunOptions {
     /// Save every record read, raw, here (`kscope replay` reads it back).
     pub record: Option<std::path::PathBuf>,
     pub record_limit: u64,
+    pub export: ExportOptions,
+}
+
+/// Where spans and metrics go besides the console.
+#[derive(Debug, Clone, Default)]
+pub struct ExportOptions {
+    pub otlp: Option<OtlpConfig>,
+    pub prometheus_listen: Option<std::net::SocketAddr>,
+    /// `traces`/`metrics` are set from what is configured above.
+    pub telemetry: TelemetryOptions,
+}
+
+/// What the telemetry stage and the exporters did: for the summary.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct ExportSummary {
+    pub spans: LinkCounts,
+    /// Spans made and not yet released (waiting for a parent).
+    pub spans_waiting: u64,
+    pub otlp: ExportCountsSnapshot,
+    pub metric_series: u64,
+    pub metric_overflowed_points: u64,
+    pub routes_overflowed: u64,
+    /// Exchanges a local collector served to kscope's own exports: not traced.
+    pub own_exchanges_skipped: u64,
 }
 
 /// The loaded object and what the kernel offers, before any sensor attaches.
@@ -85,6 +120,11 @@ pub fn attach_sensors(prepared: &mut Prepared, forced: Option<HookForm>, search:
 }
 
 pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
+    // Bound before anything attaches: a taken port is an error up front.
+    let prometheus = match opts.export.prometheus_listen {
+        Some(addr) => Some(PrometheusServer::bind(addr).await.context("--prometheus-listen")?),
+        None => None,
+    };
     let mut prepared = prepare(opts.capture_bytes)?;
     let clock = Clock::now();
     let started = Instant::now();
@@ -124,8 +164,16 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let l7 = Arc::new(Mutex::new(ConnCounts::default()));
     let table = ConnTable::new(opts.connections, IDLE_CONNECTION_NS, opts.privacy);
     let sink = Sink { format: opts.output, clock, data_events: opts.data_events };
-    let writer =
-        tokio::spawn(write_events(events, sink, table, Arc::clone(&ledger), Arc::clone(&l7), opts.queue_capacity));
+    let mut exporters = Exporters::start(&opts.export, clock, prometheus);
+    let writer = tokio::spawn(write_events(
+        events,
+        sink,
+        table,
+        Arc::clone(&ledger),
+        Arc::clone(&l7),
+        opts.queue_capacity,
+        exporters.stage.take(),
+    ));
 
     // Read afresh each time: `ebpf` is borrowed mutably in between, to unload.
     let meters = |kind: &'static str, ebpf: &Ebpf| -> StatsRecord {
@@ -144,6 +192,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     };
     let mut interval = tokio::time::interval(opts.stats_interval);
     interval.tick().await;
+    let mut health_tick = tokio::time::interval(HEALTH_INTERVAL);
     let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())?;
     let deadline = async {
         match opts.duration {
@@ -161,6 +210,9 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
                 let record = meters("stats", &ebpf);
                 emit_stats(&record, opts.output)?;
             }
+            _ = health_tick.tick(), if exporters.metrics_wanted() => {
+                exporters.record_health(&meters("stats", &ebpf), &choices);
+            }
         }
     }
 
@@ -177,6 +229,10 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let mut summary = meters("summary", &ebpf);
     // Program costs as they were while attached.
     summary.programs = summary_programs.programs;
+    if exporters.metrics_wanted() {
+        exporters.record_health(&summary, &choices);
+    }
+    summary.export = exporters.finish().await;
     emit_stats(&summary, opts.output)?;
     if let (Some(recorder), Some(path)) = (recorder, &opts.record) {
         recorder.finish().with_context(|| format!("cannot write the recording {}", path.display()))?;
@@ -293,6 +349,7 @@ fn collect_stats(kind: &'static str, meters: &Meters<'_>) -> StatsRecord {
         lost_events: snapshot.lost(),
         ledger: snapshot,
         l7: *l7.lock().unwrap_or_else(std::sync::PoisonError::into_inner),
+        export: None,
     }
 }
 
@@ -311,8 +368,10 @@ async fn write_events(
     ledger: Arc<LossLedger>,
     l7: Arc<Mutex<ConnCounts>>,
     capacity: usize,
+    mut stage: Option<TelemetryStage>,
 ) {
     let mut reorder = output::Reorder::new(capacity);
+    let mut spans = Vec::new();
     let mut batch = Vec::with_capacity(256);
     let mut tick = tokio::time::interval(Duration::from_millis(50));
     let mut open = true;
@@ -331,12 +390,24 @@ async fn write_events(
         let until = if open { now.saturating_sub(REORDER_WINDOW_NS) } else { u64::MAX };
         let ready = reorder.ready(until);
         for event in &ready {
+            let before = exchanges.len();
             table.on_event(event, &mut exchanges);
+            if let Some(stage) = &mut stage {
+                // In event order: an exit after an exchange must not take
+                // the process's resource before the exchange is described.
+                stage.exchanges(&exchanges[before..]);
+                stage.telemetry.on_event(event);
+            }
         }
+        let before = exchanges.len();
         if open {
             table.expire(until, &mut exchanges);
         } else {
             table.close_all(now, &mut exchanges);
+        }
+        if let Some(stage) = &mut stage {
+            stage.exchanges(&exchanges[before..]);
+            stage.release(open.then_some(until), &mut spans);
         }
         write_lines(&ready, &exchanges, &sink, &ledger);
         exchanges.clear();
@@ -371,4 +442,160 @@ fn write_lines(events: &[Event], exchanges: &[ExchangeRecord], sink: &Sink, ledg
         return;
     }
     ledger.written.fetch_add(lines, Relaxed);
+}
+
+/// How often kscope's own health metrics are refreshed from the kernel's
+/// counters (only when metrics are exported or scraped).
+const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The telemetry stage as the writer task runs it: spans made from the
+/// exchanges go to the OTLP queue.
+struct TelemetryStage {
+    telemetry: Telemetry,
+    spans: Option<SpanSender>,
+    summary: Arc<Mutex<ExportSummary>>,
+}
+
+impl TelemetryStage {
+    /// `until`: events up to this monotonic time are in; `None` at the end.
+    fn exchanges(&mut self, exchanges: &[ExchangeRecord]) {
+        for record in exchanges {
+            self.telemetry.on_exchange(record);
+        }
+    }
+
+    fn release(&mut self, until: Option<u64>, spans: &mut Vec<SpanItem>) {
+        match until {
+            Some(until) => self.telemetry.release(until, spans),
+            None => self.telemetry.finish(spans),
+        }
+        if let Some(sender) = &self.spans {
+            for span in spans.drain(..) {
+                sender.offer(span);
+            }
+        }
+        spans.clear();
+        let mut summary = self.summary.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        summary.spans = self.telemetry.link_counts();
+        summary.spans_waiting = self.telemetry.waiting_spans() as u64;
+        summary.routes_overflowed = self.telemetry.routes_overflowed();
+        summary.own_exchanges_skipped = self.telemetry.own_exchanges_skipped;
+    }
+}
+
+/// The telemetry stage's shared parts and the exporters' tasks.
+struct Exporters {
+    /// Moved into the writer task.
+    stage: Option<TelemetryStage>,
+    store: Option<Arc<Mutex<MetricStore>>>,
+    agent: Option<Arc<crate::export::Resource>>,
+    counts: Arc<ExportCounts>,
+    summary: Arc<Mutex<ExportSummary>>,
+    span_task: Option<tokio::task::JoinHandle<()>>,
+    metrics_task: Option<tokio::task::JoinHandle<()>>,
+    prometheus_task: Option<tokio::task::JoinHandle<()>>,
+    stop: tokio::sync::watch::Sender<bool>,
+    flush_timeout: Duration,
+    clock: Clock,
+}
+
+impl Exporters {
+    fn start(opts: &ExportOptions, clock: Clock, prometheus: Option<PrometheusServer>) -> Self {
+        let counts = Arc::new(ExportCounts::default());
+        let summary = Arc::new(Mutex::new(ExportSummary::default()));
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let traces = opts.otlp.as_ref().and_then(|o| o.traces.clone());
+        let metrics = opts.otlp.as_ref().and_then(|o| o.metrics.clone());
+        let mut this = Self {
+            stage: None,
+            store: None,
+            agent: None,
+            counts: Arc::clone(&counts),
+            summary: Arc::clone(&summary),
+            span_task: None,
+            metrics_task: None,
+            prometheus_task: None,
+            stop,
+            flush_timeout: Duration::from_secs(1),
+            clock,
+        };
+        if traces.is_none() && metrics.is_none() && prometheus.is_none() {
+            return this;
+        }
+        let mut telemetry_opts = opts.telemetry.clone();
+        telemetry_opts.traces = traces.is_some();
+        telemetry_opts.metrics = metrics.is_some() || prometheus.is_some();
+        let telemetry = Telemetry::new(telemetry_opts, clock, IdGenerator::random());
+        let store = telemetry.metric_store();
+        this.agent = Some(telemetry.agent_resource());
+        let spans = traces.map(|config| {
+            this.flush_timeout = this.flush_timeout.max(config.export.timeout + Duration::from_secs(1));
+            let (sender, task) = SpanExporter::spawn(config, Arc::clone(&counts));
+            this.span_task = Some(task);
+            sender
+        });
+        let source: MetricsSource = {
+            let store = Arc::clone(&store);
+            Arc::new(move || {
+                let now = output::unix_now_ns();
+                store.lock().unwrap_or_else(std::sync::PoisonError::into_inner).snapshot(now)
+            })
+        };
+        if let Some(config) = metrics {
+            this.flush_timeout = this.flush_timeout.max(config.export.timeout + Duration::from_secs(1));
+            this.metrics_task =
+                Some(MetricsExporter::spawn(config, Arc::clone(&source), Arc::clone(&counts), stop_rx.clone()));
+        }
+        if let Some(server) = prometheus {
+            tracing::info!("serving Prometheus metrics on http://{}/metrics", server.local_addr());
+            let mut stop_rx = stop_rx;
+            this.prometheus_task = Some(tokio::spawn(server.run(source, async move {
+                let _ = stop_rx.wait_for(|stop| *stop).await;
+            })));
+        }
+        this.store = Some(store);
+        this.stage = Some(TelemetryStage { telemetry, spans, summary });
+        this
+    }
+
+    fn metrics_wanted(&self) -> bool {
+        self.store.is_some()
+    }
+
+    fn record_health(&self, stats: &StatsRecord, choices: &[SensorChoice]) {
+        let (Some(store), Some(agent)) = (&self.store, &self.agent) else { return };
+        let otlp = self.counts.snapshot();
+        let waiting = self.summary.lock().unwrap_or_else(std::sync::PoisonError::into_inner).spans_waiting;
+        let spans = [
+            ("exported", otlp.spans_exported),
+            ("dropped", otlp.spans_dropped),
+            ("failed", otlp.spans_failed),
+        ];
+        let data_points = [("exported", otlp.metric_points_exported), ("failed", otlp.metric_points_failed)];
+        let queues = [("export", otlp.queue_depth), ("linking", waiting)];
+        let reading =
+            HealthReading { stats, choices, spans: &spans, data_points: &data_points, queues: &queues };
+        let mut store = store.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        health::record(&mut store, agent, &reading, self.clock.unix_nanos(output::monotonic_now_ns()));
+    }
+
+    /// Flushes: spans already queued are sent (the writer, done, has
+    /// dropped its sender), metrics exported once more; then the totals.
+    async fn finish(mut self) -> Option<ExportSummary> {
+        self.store.as_ref()?;
+        let _ = self.stop.send(true);
+        for task in [self.span_task.take(), self.metrics_task.take(), self.prometheus_task.take()].into_iter().flatten() {
+            if tokio::time::timeout(self.flush_timeout, task).await.is_err() {
+                tracing::warn!("an exporter did not finish within {:?}; what it held is not counted as exported", self.flush_timeout);
+            }
+        }
+        let mut summary = *self.summary.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        summary.otlp = self.counts.snapshot();
+        if let Some(store) = &self.store {
+            let store = store.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            summary.metric_series = store.series() as u64;
+            summary.metric_overflowed_points = store.overflowed_points;
+        }
+        Some(summary)
+    }
 }

@@ -1,7 +1,8 @@
 //! Shared pieces of kscope's integration tests: starting kscope and reading
 //! its JSON output, the checks both host and guest runs apply to it, the
 //! QEMU harness that boots Debian's cloud kernels, and the real servers and
-//! clients the tests drive (nginx; HTTP/2, gRPC and DNS for the L7 tests).
+//! clients the tests drive (nginx; HTTP/2, gRPC and DNS for the L7 tests;
+//! an OTLP receiver for the export tests).
 
 pub mod agent;
 pub mod checks;
@@ -9,6 +10,7 @@ pub mod dns;
 pub mod grpc;
 pub mod h2;
 pub mod nginx;
+pub mod otlp;
 pub mod vm;
 
 use std::{

@@ -95,6 +95,8 @@ const PACKAGES: &[Package] = &[
     optional("dnsmasq-base", "L7 tests (DNS)"),
     // dig (`dnsutils` is only a transitional name for it).
     optional("bind9-dnsutils", "L7 tests (DNS)"),
+    // promtool, which checks the exposition text of the Prometheus exporter.
+    optional("prometheus", "Prometheus exporter tests (promtool)"),
     optional("linux-perf", "benchmarks"),
     optional("wrk", "benchmarks"),
 ];

@@ -76,6 +76,6 @@ pub fn record(store: &mut MetricStore, agent: &Arc<Resource>, reading: &HealthRe
     for p in &stats.programs {
         let attrs = || vec![attr(sc::KSCOPE_SENSOR, p.sensor), attr(sc::KSCOPE_PROGRAM, p.program.clone())];
         store.set_total(agent, sc::KSCOPE_PROGRAM_RUNS, attrs(), p.run_count, now);
-        store.set_total(agent, sc::KSCOPE_PROGRAM_RUN_TIME, attrs(), p.run_time_ns, now);
+        store.set_seconds(agent, sc::KSCOPE_PROGRAM_RUN_TIME, attrs(), p.run_time_ns as f64 / 1e9, now);
     }
 }

@@ -21,6 +21,7 @@ use crate::export::Resource;
 enum Aggregate {
     Histogram { buckets: [u64; DURATION_BUCKETS.len() + 1], sum: f64, count: u64, min: f64, max: f64 },
     Counter(u64),
+    Seconds(f64),
     Gauge(i64),
 }
 
@@ -135,6 +136,7 @@ impl MetricStore {
                         max: f64::NEG_INFINITY,
                     },
                     Instrument::Counter => Aggregate::Counter(0),
+                    Instrument::SecondsCounter => Aggregate::Seconds(0.0),
                     Instrument::Gauge => Aggregate::Gauge(0),
                 },
             }
@@ -166,6 +168,13 @@ impl MetricStore {
     /// Sets a counter to a cumulative total kept elsewhere (kscope's own counters).
     pub fn set_total(&mut self, resource: &Arc<Resource>, def: MetricDef, attributes: Vec<KeyValue>, total: u64, now_unix_ns: u64) {
         if let Aggregate::Counter(t) = &mut self.series_mut(resource, def, attributes, now_unix_ns).value {
+            *t = total;
+        }
+    }
+
+    /// Sets a seconds counter to a cumulative total kept elsewhere.
+    pub fn set_seconds(&mut self, resource: &Arc<Resource>, def: MetricDef, attributes: Vec<KeyValue>, total: f64, now_unix_ns: u64) {
+        if let Aggregate::Seconds(t) = &mut self.series_mut(resource, def, attributes, now_unix_ns).value {
             *t = total;
         }
     }
@@ -217,7 +226,7 @@ fn resource_metrics(entry: &ResourceEntry, now: u64) -> ResourceMetrics {
                         data_points: Vec::new(),
                         aggregation_temporality: AggregationTemporality::Cumulative as i32,
                     }),
-                    Instrument::Counter => Data::Sum(Sum {
+                    Instrument::Counter | Instrument::SecondsCounter => Data::Sum(Sum {
                         data_points: Vec::new(),
                         aggregation_temporality: AggregationTemporality::Cumulative as i32,
                         is_monotonic: true,
@@ -248,6 +257,13 @@ fn resource_metrics(entry: &ResourceEntry, now: u64) -> ResourceMetrics {
                 start_time_unix_nano: series.start_unix_ns,
                 time_unix_nano: now,
                 value: Some(number_data_point::Value::AsInt(i64::try_from(*v).unwrap_or(i64::MAX))),
+                ..Default::default()
+            }),
+            (Data::Sum(s), Aggregate::Seconds(v)) => s.data_points.push(NumberDataPoint {
+                attributes: series.attributes.clone(),
+                start_time_unix_nano: series.start_unix_ns,
+                time_unix_nano: now,
+                value: Some(number_data_point::Value::AsDouble(*v)),
                 ..Default::default()
             }),
             (Data::Gauge(g), Aggregate::Gauge(v)) => g.data_points.push(NumberDataPoint {

@@ -56,6 +56,9 @@ pub struct TelemetryOptions {
     pub proc_root: PathBuf,
     /// Processes whose resources are cached at most.
     pub processes: usize,
+    /// kscope's own pid: the far end of its export connections (a collector
+    /// on this host) is not traced, or each export would make a span.
+    pub own_pid: u32,
 }
 
 impl Default for TelemetryOptions {
@@ -69,6 +72,7 @@ impl Default for TelemetryOptions {
             resource_attributes: Vec::new(),
             proc_root: PathBuf::from("/proc"),
             processes: 16384,
+            own_pid: std::process::id(),
         }
     }
 }
@@ -83,7 +87,14 @@ pub struct Telemetry {
     routes: RouteTable,
     linker: SpanLinker,
     metrics: Arc<Mutex<MetricStore>>,
+    /// Local ends of kscope's own connections (its exports).
+    own_endpoints: std::collections::HashSet<(std::net::IpAddr, u16)>,
+    /// Exchanges served to kscope itself, not traced.
+    pub own_exchanges_skipped: u64,
 }
+
+/// kscope's own connections tracked at most (it makes a handful).
+const MAX_OWN_ENDPOINTS: usize = 1024;
 
 impl Telemetry {
     pub fn new(opts: TelemetryOptions, clock: Clock, ids: IdGenerator) -> Self {
@@ -94,6 +105,8 @@ impl Telemetry {
             routes: RouteTable::new(opts.route_cap, MAX_ROUTED_SERVICES),
             linker: SpanLinker::new(opts.link_waits, ids),
             metrics: Arc::new(Mutex::new(MetricStore::new(opts.metric_limits))),
+            own_endpoints: std::collections::HashSet::new(),
+            own_exchanges_skipped: 0,
             opts,
         }
     }
@@ -141,6 +154,19 @@ impl Telemetry {
             }
             Event::Tcp(tcp) => {
                 let pid = tcp.origin.pid;
+                if pid == self.opts.own_pid {
+                    let local = (tcp.local.0.to_canonical(), tcp.local.1);
+                    match tcp.step {
+                        TcpStep::Connect if self.own_endpoints.len() < MAX_OWN_ENDPOINTS => {
+                            self.own_endpoints.insert(local);
+                        }
+                        TcpStep::Close => {
+                            self.own_endpoints.remove(&local);
+                        }
+                        _ => {}
+                    }
+                    return;
+                }
                 if tcp.step == TcpStep::Accept {
                     self.linker.note_serving(pid);
                 }
@@ -178,6 +204,11 @@ impl Telemetry {
             return;
         }
         let origin = &record.origin;
+        let peer = (record.peer.0.to_canonical(), record.peer.1);
+        if record.exchange.role == kscope_protocols::Role::Server && self.own_endpoints.contains(&peer) {
+            self.own_exchanges_skipped += 1;
+            return;
+        }
         let resource = self.resources.get(ProcessRef { pid: origin.pid, comm: origin.comm.as_str() });
         let ex = &record.exchange;
         let (remote, stream_id) = match &ex.detail {

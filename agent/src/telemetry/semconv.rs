@@ -88,8 +88,10 @@ pub const DURATION_BUCKETS: [f64; 14] = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0
 pub enum Instrument {
     /// Explicit-bucket histogram of seconds, [`DURATION_BUCKETS`].
     DurationHistogram,
-    /// Monotonic cumulative sum.
+    /// Monotonic cumulative sum of integers.
     Counter,
+    /// Monotonic cumulative sum of seconds (a double).
+    SecondsCounter,
     /// Last value.
     Gauge,
 }
@@ -154,7 +156,11 @@ pub const KSCOPE_DATA_POINTS: MetricDef =
 pub const KSCOPE_QUEUE_DEPTH: MetricDef =
     gauge("kscope.queue.depth", "{item}", "Items waiting in a bounded queue, by stage.");
 pub const KSCOPE_HOOK_FORM_INFO: MetricDef =
-    gauge("kscope.sensor.hook_form", "1", "1 for the hook form each sensor runs on.");
+    gauge("kscope.sensor.hook_form", "", "1 for the hook form each sensor runs on.");
 pub const KSCOPE_PROGRAM_RUNS: MetricDef = counter("kscope.program.runs", "{run}", "Runs of each kernel program.");
-pub const KSCOPE_PROGRAM_RUN_TIME: MetricDef =
-    counter("kscope.program.run_time", "ns", "Time spent in each kernel program (divide by runs: ns per hit).");
+pub const KSCOPE_PROGRAM_RUN_TIME: MetricDef = MetricDef {
+    name: "kscope.program.run_time",
+    unit: "s",
+    description: "Time spent in each kernel program (divide by runs: the cost of one hit).",
+    instrument: Instrument::SecondsCounter,
+};

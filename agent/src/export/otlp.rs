@@ -1,1 +1,0 @@
-//! OTLP export (placeholder; being written).
