@@ -566,15 +566,10 @@ impl Exporters {
         let (Some(store), Some(agent)) = (&self.store, &self.agent) else { return };
         let otlp = self.counts.snapshot();
         let waiting = self.summary.lock().unwrap_or_else(std::sync::PoisonError::into_inner).spans_waiting;
-        let spans = [
-            ("exported", otlp.spans_exported),
-            ("dropped", otlp.spans_dropped),
-            ("failed", otlp.spans_failed),
-        ];
+        let spans = [("exported", otlp.spans_exported), ("dropped", otlp.spans_dropped), ("failed", otlp.spans_failed)];
         let data_points = [("exported", otlp.metric_points_exported), ("failed", otlp.metric_points_failed)];
         let queues = [("export", otlp.queue_depth), ("linking", waiting)];
-        let reading =
-            HealthReading { stats, choices, spans: &spans, data_points: &data_points, queues: &queues };
+        let reading = HealthReading { stats, choices, spans: &spans, data_points: &data_points, queues: &queues };
         let mut store = store.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         health::record(&mut store, agent, &reading, self.clock.unix_nanos(output::monotonic_now_ns()));
     }
@@ -584,9 +579,13 @@ impl Exporters {
     async fn finish(mut self) -> Option<ExportSummary> {
         self.store.as_ref()?;
         let _ = self.stop.send(true);
-        for task in [self.span_task.take(), self.metrics_task.take(), self.prometheus_task.take()].into_iter().flatten() {
+        for task in [self.span_task.take(), self.metrics_task.take(), self.prometheus_task.take()].into_iter().flatten()
+        {
             if tokio::time::timeout(self.flush_timeout, task).await.is_err() {
-                tracing::warn!("an exporter did not finish within {:?}; what it held is not counted as exported", self.flush_timeout);
+                tracing::warn!(
+                    "an exporter did not finish within {:?}; what it held is not counted as exported",
+                    self.flush_timeout
+                );
             }
         }
         let mut summary = *self.summary.lock().unwrap_or_else(std::sync::PoisonError::into_inner);

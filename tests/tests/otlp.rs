@@ -239,7 +239,10 @@ fn grpc_and_dns_spans_over_otlp_http() {
         // dnsmasq's end of the same query is its child.
         let (_, server) = one(spans_where(&spans, dnsmasq.pid(), "dns.question.name", &s(name)), "dnsmasq span");
         assert_eq!(server.kind, SpanKind::Server as i32);
-        assert_eq!((server.trace_id.clone(), server.parent_span_id.clone()), (span.trace_id.clone(), span.span_id.clone()));
+        assert_eq!(
+            (server.trace_id.clone(), server.parent_span_id.clone()),
+            (span.trace_id.clone(), span.span_id.clone())
+        );
     }
     let metrics = receiver.metrics();
     assert_eq!(histogram_counts(&metrics, "rpc.server.call.duration").get(&i64::from(grpc.pid())), Some(&2));
@@ -342,14 +345,28 @@ fn collector_down_under_load_drops_counted_spans_then_export_resumes() {
     thread::sleep(Duration::from_secs(2));
     rss_peak = rss_peak.max(rss_kib(pid));
     receiver.restart().unwrap();
+    // What the queue held arrives first (retried with backoff); a span made
+    // after that finds room again.
+    receiver.wait_for_spans(500, Duration::from_secs(40)).unwrap();
     let marker = curl(&[&format!("{base}/after-restart")]);
     // Export resumes by itself: the marker's span arrives while kscope runs.
     let arrived = kscope_tests::otlp::wait_until(Duration::from_secs(40), || {
         let spans = receiver.spans();
-        spans.iter().any(|(r, s)| pid_of(r) == i64::from(marker) && s.name.starts_with("GET /after-restart")).then_some(())
+        spans
+            .iter()
+            .any(|(r, s)| pid_of(r) == i64::from(marker) && s.name.starts_with("GET /after-restart"))
+            .then_some(())
     });
     let finished = stop(kscope);
-    arrived.unwrap();
+    let received = receiver.spans();
+    let names: Vec<(i64, &str)> = received.iter().rev().take(5).map(|(r, s)| (pid_of(r), s.name.as_str())).collect();
+    arrived.unwrap_or_else(|e| {
+        panic!(
+            "{e}: marker {marker}, {} spans received, last {names:?}; summary {}",
+            received.len(),
+            finished.summary().unwrap()["export"]
+        )
+    });
     let otlp = &finished.summary().unwrap()["export"]["otlp"];
     let dropped = otlp["spans_dropped"].as_u64().unwrap();
     let failed = otlp["spans_failed"].as_u64().unwrap();

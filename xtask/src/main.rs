@@ -147,11 +147,26 @@ const LAYERS: &[Layer] = &[
     // The HTTP/2, gRPC and DNS servers and clients the L7 tests drive, on
     // their own (no kscope).
     Layer { name: "L7 harnesses", run: Run::Cargo(&["test", "-p", "kscope-tests", "--test", "l7_harness"]) },
+    // The OTLP exporters against a real receiver (gRPC and HTTP), the
+    // collector down and back; no kernel involved.
+    Layer { name: "OTLP export", run: Run::Cargo(&["test", "-p", "kscope-tests", "--test", "export"]) },
     // Real eBPF on this machine's kernel: lifecycle events against nginx
-    // and curl; exchanges of nginx, curl, nghttp, grpcio, dnsmasq and dig.
+    // and curl; exchanges of nginx, curl, nghttp, grpcio, dnsmasq and dig;
+    // their spans and metrics at an OTLP receiver and on /metrics.
     Layer {
         name: "host kernel",
-        run: Run::Cargo(&["test", "--no-fail-fast", "-p", "kscope-tests", "--test", "host", "--test", "l7"]),
+        run: Run::Cargo(&[
+            "test",
+            "--no-fail-fast",
+            "-p",
+            "kscope-tests",
+            "--test",
+            "host",
+            "--test",
+            "l7",
+            "--test",
+            "otlp",
+        ]),
     },
     // Debian's 6.1 and 6.12 kernels under QEMU: kprobe, fentry, tracepoint.
     // --nocapture lets each kernel's one-line verdict through.

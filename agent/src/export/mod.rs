@@ -7,11 +7,7 @@
 
 use std::sync::Arc;
 
-pub use opentelemetry_proto::tonic::{
-    metrics::v1::ResourceMetrics,
-    resource::v1::Resource,
-    trace::v1::Span,
-};
+pub use opentelemetry_proto::tonic::{metrics::v1::ResourceMetrics, resource::v1::Resource, trace::v1::Span};
 
 pub mod otlp;
 pub mod prometheus;

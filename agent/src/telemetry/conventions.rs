@@ -164,7 +164,8 @@ fn describe_http(
         attrs.push(string_attr(sc::ERROR_TYPE, e.clone()));
         metric.push(string_attr(sc::ERROR_TYPE, e));
     }
-    let def = if kind == SpanKind::Server { sc::HTTP_SERVER_REQUEST_DURATION } else { sc::HTTP_CLIENT_REQUEST_DURATION };
+    let def =
+        if kind == SpanKind::Server { sc::HTTP_SERVER_REQUEST_DURATION } else { sc::HTTP_CLIENT_REQUEST_DURATION };
     described.metric = Some((def, metric));
     described
 }
@@ -245,11 +246,8 @@ fn describe_dns(
         attrs.push(string_attr(sc::KSCOPE_DNS_RESPONSE_CODE, rcode.clone()));
     }
     if !dns.addresses.is_empty() {
-        let values = dns
-            .addresses
-            .iter()
-            .map(|a| AnyValue { value: Some(Value::StringValue(a.to_string())) })
-            .collect();
+        let values =
+            dns.addresses.iter().map(|a| AnyValue { value: Some(Value::StringValue(a.to_string())) }).collect();
         attrs.push(KeyValue {
             key: sc::DNS_ANSWERS.to_owned(),
             value: Some(AnyValue { value: Some(Value::ArrayValue(ArrayValue { values })) }),

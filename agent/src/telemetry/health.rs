@@ -30,7 +30,13 @@ pub fn record(store: &mut MetricStore, agent: &Arc<Resource>, reading: &HealthRe
     let now = now_unix_ns;
     for s in &stats.sensors {
         store.set_total(agent, sc::KSCOPE_SENSOR_EVENTS, vec![attr(sc::KSCOPE_SENSOR, s.sensor)], s.emitted, now);
-        store.set_total(agent, sc::KSCOPE_SENSOR_EVENTS_FAILED, vec![attr(sc::KSCOPE_SENSOR, s.sensor)], s.emit_failed, now);
+        store.set_total(
+            agent,
+            sc::KSCOPE_SENSOR_EVENTS_FAILED,
+            vec![attr(sc::KSCOPE_SENSOR, s.sensor)],
+            s.emit_failed,
+            now,
+        );
     }
     for (cpu, lost) in stats.ledger.lost_per_cpu.iter().enumerate() {
         let cpu = i64::try_from(cpu).unwrap_or(i64::MAX);
@@ -49,11 +55,9 @@ pub fn record(store: &mut MetricStore, agent: &Arc<Resource>, reading: &HealthRe
         store.set_total(agent, sc::KSCOPE_PIPELINE_EVENTS, vec![attr(sc::KSCOPE_STAGE, stage)], count, now);
     }
     let l7 = &stats.l7;
-    for (reason, count) in [
-        ("parse_error", l7.parse_errors),
-        ("unclassified", l7.unclassified_segments),
-        ("table_full", l7.table_full),
-    ] {
+    for (reason, count) in
+        [("parse_error", l7.parse_errors), ("unclassified", l7.unclassified_segments), ("table_full", l7.table_full)]
+    {
         store.set_total(agent, sc::KSCOPE_L7_UNPARSED, vec![attr(sc::KSCOPE_OUTCOME, reason)], count, now);
     }
     store.set_total(agent, sc::KSCOPE_EXCHANGES, Vec::new(), l7.exchanges, now);

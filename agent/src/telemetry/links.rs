@@ -50,7 +50,9 @@ pub struct PendingSpan {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Link {
     /// Waiting for a parent until this monotonic time.
-    Undecided { until_ns: u64 },
+    Undecided {
+        until_ns: u64,
+    },
     Remote,
     Local(u64),
     Root,

@@ -144,7 +144,14 @@ impl MetricStore {
     }
 
     /// One duration, in seconds, into a histogram.
-    pub fn record(&mut self, resource: &Arc<Resource>, def: MetricDef, attributes: Vec<KeyValue>, seconds: f64, now_unix_ns: u64) {
+    pub fn record(
+        &mut self,
+        resource: &Arc<Resource>,
+        def: MetricDef,
+        attributes: Vec<KeyValue>,
+        seconds: f64,
+        now_unix_ns: u64,
+    ) {
         if let Aggregate::Histogram { buckets, sum, count, min, max } =
             &mut self.series_mut(resource, def, attributes, now_unix_ns).value
         {
@@ -159,27 +166,55 @@ impl MetricStore {
         }
     }
 
-    pub fn add(&mut self, resource: &Arc<Resource>, def: MetricDef, attributes: Vec<KeyValue>, value: u64, now_unix_ns: u64) {
+    pub fn add(
+        &mut self,
+        resource: &Arc<Resource>,
+        def: MetricDef,
+        attributes: Vec<KeyValue>,
+        value: u64,
+        now_unix_ns: u64,
+    ) {
         if let Aggregate::Counter(total) = &mut self.series_mut(resource, def, attributes, now_unix_ns).value {
             *total = total.saturating_add(value);
         }
     }
 
     /// Sets a counter to a cumulative total kept elsewhere (kscope's own counters).
-    pub fn set_total(&mut self, resource: &Arc<Resource>, def: MetricDef, attributes: Vec<KeyValue>, total: u64, now_unix_ns: u64) {
+    pub fn set_total(
+        &mut self,
+        resource: &Arc<Resource>,
+        def: MetricDef,
+        attributes: Vec<KeyValue>,
+        total: u64,
+        now_unix_ns: u64,
+    ) {
         if let Aggregate::Counter(t) = &mut self.series_mut(resource, def, attributes, now_unix_ns).value {
             *t = total;
         }
     }
 
     /// Sets a seconds counter to a cumulative total kept elsewhere.
-    pub fn set_seconds(&mut self, resource: &Arc<Resource>, def: MetricDef, attributes: Vec<KeyValue>, total: f64, now_unix_ns: u64) {
+    pub fn set_seconds(
+        &mut self,
+        resource: &Arc<Resource>,
+        def: MetricDef,
+        attributes: Vec<KeyValue>,
+        total: f64,
+        now_unix_ns: u64,
+    ) {
         if let Aggregate::Seconds(t) = &mut self.series_mut(resource, def, attributes, now_unix_ns).value {
             *t = total;
         }
     }
 
-    pub fn set_gauge(&mut self, resource: &Arc<Resource>, def: MetricDef, attributes: Vec<KeyValue>, value: i64, now_unix_ns: u64) {
+    pub fn set_gauge(
+        &mut self,
+        resource: &Arc<Resource>,
+        def: MetricDef,
+        attributes: Vec<KeyValue>,
+        value: i64,
+        now_unix_ns: u64,
+    ) {
         if let Aggregate::Gauge(v) = &mut self.series_mut(resource, def, attributes, now_unix_ns).value {
             *v = value;
         }
@@ -350,7 +385,13 @@ mod tests {
         let mut store = MetricStore::new(MetricLimits { max_series: 2, ..Default::default() });
         let r = resource("a");
         for code in [200, 404, 500, 503] {
-            store.record(&r, sc::HTTP_SERVER_REQUEST_DURATION, vec![int_attr(sc::HTTP_RESPONSE_STATUS_CODE, code)], 0.1, 1);
+            store.record(
+                &r,
+                sc::HTTP_SERVER_REQUEST_DURATION,
+                vec![int_attr(sc::HTTP_RESPONSE_STATUS_CODE, code)],
+                0.1,
+                1,
+            );
         }
         let points = histogram(&store.snapshot(2)[0], "http.server.request.duration");
         assert_eq!(points.len(), 3);

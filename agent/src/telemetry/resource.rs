@@ -20,11 +20,19 @@ use super::semconv;
 const MAX_ENVIRON: u64 = 256 << 10;
 
 pub fn string_attr(key: &str, value: impl Into<String>) -> KeyValue {
-    KeyValue { key: key.to_owned(), value: Some(AnyValue { value: Some(Value::StringValue(value.into())) }), ..Default::default() }
+    KeyValue {
+        key: key.to_owned(),
+        value: Some(AnyValue { value: Some(Value::StringValue(value.into())) }),
+        ..Default::default()
+    }
 }
 
 pub fn int_attr(key: &str, value: i64) -> KeyValue {
-    KeyValue { key: key.to_owned(), value: Some(AnyValue { value: Some(Value::IntValue(value)) }), ..Default::default() }
+    KeyValue {
+        key: key.to_owned(),
+        value: Some(AnyValue { value: Some(Value::IntValue(value)) }),
+        ..Default::default()
+    }
 }
 
 /// What is known of a process when its resource is needed.
@@ -148,11 +156,8 @@ impl ResourceCache {
 
 fn agent_resource(host_name: &str, extra: &[(String, String)]) -> Resource {
     let pid = std::process::id();
-    let mut attributes: Vec<KeyValue> = extra
-        .iter()
-        .filter(|(k, _)| k != semconv::SERVICE_NAME)
-        .map(|(k, v)| string_attr(k, v.clone()))
-        .collect();
+    let mut attributes: Vec<KeyValue> =
+        extra.iter().filter(|(k, _)| k != semconv::SERVICE_NAME).map(|(k, v)| string_attr(k, v.clone())).collect();
     attributes.extend([
         string_attr(semconv::SERVICE_NAME, "kscope"),
         string_attr(semconv::SERVICE_INSTANCE_ID, instance_id(host_name, pid, 0)),
@@ -260,15 +265,21 @@ mod tests {
     }
 
     fn fake_proc() -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("kscope-proc-{}-{:?}", std::process::id(), std::thread::current().id()));
+        let dir =
+            std::env::temp_dir().join(format!("kscope-proc-{}-{:?}", std::process::id(), std::thread::current().id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("sys/kernel")).unwrap();
         std::fs::write(dir.join("sys/kernel/hostname"), "node-7\n").unwrap();
         let p = dir.join("4242");
         std::fs::create_dir_all(&p).unwrap();
         std::os::unix::fs::symlink("/usr/sbin/nginx", p.join("exe")).unwrap();
-        std::fs::write(p.join("environ"), b"PATH=/bin\0OTEL_RESOURCE_ATTRIBUTES=a=b,service.name=shop\0HOME=/\0").unwrap();
-        std::fs::write(p.join("stat"), "4242 (ng (x) inx) S 1 4242 4242 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 987654 1 1").unwrap();
+        std::fs::write(p.join("environ"), b"PATH=/bin\0OTEL_RESOURCE_ATTRIBUTES=a=b,service.name=shop\0HOME=/\0")
+            .unwrap();
+        std::fs::write(
+            p.join("stat"),
+            "4242 (ng (x) inx) S 1 4242 4242 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 987654 1 1",
+        )
+        .unwrap();
         let id = "0123456789abcdef".repeat(4);
         std::fs::write(p.join("cgroup"), format!("0::/kubepods.slice/cri-containerd-{id}.scope\n")).unwrap();
         dir

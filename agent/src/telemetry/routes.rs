@@ -42,7 +42,10 @@ fn is_id(segment: &str) -> bool {
     let hex = bytes.iter().all(u8::is_ascii_hexdigit);
     // A UUID: 8-4-4-4-12 hex digits.
     let uuid = bytes.len() == 36
-        && bytes.iter().enumerate().all(|(i, b)| if [8, 13, 18, 23].contains(&i) { *b == b'-' } else { b.is_ascii_hexdigit() });
+        && bytes
+            .iter()
+            .enumerate()
+            .all(|(i, b)| if [8, 13, 18, 23].contains(&i) { *b == b'-' } else { b.is_ascii_hexdigit() });
     // Hex ids (object ids, hashes) with at least one digit, so words such as
     // "facade" or "added" stay.
     let hex_id = hex && bytes.len() >= 8 && digits > 0;

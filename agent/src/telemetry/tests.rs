@@ -45,7 +45,11 @@ fn http(role: Role, pid: u32, tid: u32, target: &str, status: Option<u32>, (star
             response_bytes: 200,
             peer: None,
             partial: None,
-            detail: Detail::Http(HttpDetail { version: "1.1".into(), host: Some("shop.test:8080".into()), ..Default::default() }),
+            detail: Detail::Http(HttpDetail {
+                version: "1.1".into(),
+                host: Some("shop.test:8080".into()),
+                ..Default::default()
+            }),
         },
         origin: Origin {
             hook_form: HookFormId::Tracepoint,
@@ -300,10 +304,6 @@ fn http_histograms_count_each_request_under_its_route() {
     let metric = &metrics[0].scope_metrics[0].metrics[0];
     assert_eq!(metric.name, "http.server.request.duration");
     let Some(Data::Histogram(h)) = &metric.data else { panic!("not a histogram") };
-    let counts: Vec<_> = h
-        .data_points
-        .iter()
-        .map(|p| (get(&p.attributes, "http.route").cloned(), p.count))
-        .collect();
+    let counts: Vec<_> = h.data_points.iter().map(|p| (get(&p.attributes, "http.route").cloned(), p.count)).collect();
     assert_eq!(counts, [(Some(s("/health")), 1), (Some(s("/users/{id}")), 3)]);
 }

@@ -23,7 +23,10 @@ impl TraceParent {
             return None;
         }
         let version = hex_byte(&bytes[0..2])?;
-        if version == 0xff || (version == 0 && bytes.len() != 55) || (version > 0 && bytes.len() > 55 && bytes[55] != b'-') {
+        if version == 0xff
+            || (version == 0 && bytes.len() != 55)
+            || (version > 0 && bytes.len() > 55 && bytes[55] != b'-')
+        {
             return None;
         }
         if bytes[2] != b'-' || bytes[35] != b'-' || bytes[52] != b'-' {

@@ -104,7 +104,7 @@ fn http(
             version: "2".to_string(),
             host: Some(host.to_string()),
             traceparent: None,
-                tracestate: None,
+            tracestate: None,
             stream_id: Some(stream_id),
         }),
     }
@@ -438,7 +438,7 @@ fn grpc(
             authority: Some("127.0.0.1:28551".to_string()),
             grpc_message: grpc_message.map(str::to_string),
             traceparent: None,
-                tracestate: None,
+            tracestate: None,
             stream_id,
             request_messages,
             response_messages,
