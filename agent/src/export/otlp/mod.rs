@@ -29,7 +29,7 @@ pub use config::{
     resource_attributes_from_env,
 };
 pub use metrics::MetricsExporter;
-pub use spans::{SpanExporter, SpanSender};
+pub use spans::{SpanExporter, SpanSender, group as group_by_resource};
 
 /// What the exporters did, shared with whoever reports it.
 #[derive(Debug, Default)]

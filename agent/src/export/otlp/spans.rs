@@ -169,7 +169,7 @@ async fn run(
 
 /// One `ResourceSpans` per resource (spans of one process share one `Arc`),
 /// in the order resources first appear.
-fn group(items: impl Iterator<Item = SpanItem>) -> Vec<ResourceSpans> {
+pub fn group(items: impl Iterator<Item = SpanItem>) -> Vec<ResourceSpans> {
     let mut index = HashMap::new();
     let mut out: Vec<ResourceSpans> = Vec::new();
     for SpanItem { resource, span } in items {
