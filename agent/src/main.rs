@@ -113,6 +113,9 @@ struct ExportArgs {
     /// Spans the export queue holds (more are dropped and counted), like OTEL_BSP_MAX_QUEUE_SIZE.
     #[arg(long)]
     otlp_queue_size: Option<usize>,
+    /// Also print each finished span, with its trace, span and parent ids (JSON: `"type": "span"` records).
+    #[arg(long)]
+    spans: bool,
     /// Serve the metrics for Prometheus at http://ADDR/metrics (off unless given), e.g. 0.0.0.0:9464.
     #[arg(long)]
     prometheus_listen: Option<std::net::SocketAddr>,
@@ -156,7 +159,7 @@ impl ExportArgs {
             },
             ..Default::default()
         };
-        Ok(run::ExportOptions { otlp, prometheus_listen: self.prometheus_listen, telemetry })
+        Ok(run::ExportOptions { otlp, prometheus_listen: self.prometheus_listen, print_spans: self.spans, telemetry })
     }
 }
 

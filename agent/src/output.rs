@@ -579,6 +579,102 @@ impl Sink {
         }
         text.push(b'\n');
     }
+
+    /// One finished span (`run --spans`): a readable line, or a JSON record.
+    pub fn span(&self, item: &crate::export::SpanItem, text: &mut Vec<u8>) {
+        match self.format {
+            OutputFormat::Console => text.extend_from_slice(span_line(item).as_bytes()),
+            OutputFormat::Json => {
+                let _ = serde_json::to_writer(&mut *text, &span_json(item));
+            }
+        }
+        text.push(b'\n');
+    }
+}
+
+fn any_value_json(value: Option<&opentelemetry_proto::tonic::common::v1::AnyValue>) -> serde_json::Value {
+    use opentelemetry_proto::tonic::common::v1::any_value::Value as V;
+    match value.and_then(|v| v.value.as_ref()) {
+        Some(V::StringValue(s)) => s.clone().into(),
+        Some(V::IntValue(i)) => (*i).into(),
+        Some(V::BoolValue(b)) => (*b).into(),
+        Some(V::DoubleValue(d)) => (*d).into(),
+        Some(V::ArrayValue(a)) => a.values.iter().map(|v| any_value_json(Some(v))).collect(),
+        _ => serde_json::Value::Null,
+    }
+}
+
+fn span_kind_name(kind: i32) -> &'static str {
+    use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+    match SpanKind::try_from(kind) {
+        Ok(SpanKind::Server) => "server",
+        Ok(SpanKind::Client) => "client",
+        Ok(SpanKind::Internal) => "internal",
+        Ok(SpanKind::Producer) => "producer",
+        Ok(SpanKind::Consumer) => "consumer",
+        _ => "unspecified",
+    }
+}
+
+fn span_status(span: &opentelemetry_proto::tonic::trace::v1::Span) -> &'static str {
+    use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
+    match span.status.as_ref().map(|s| StatusCode::try_from(s.code)) {
+        Some(Ok(StatusCode::Error)) => "error",
+        Some(Ok(StatusCode::Ok)) => "ok",
+        _ => "unset",
+    }
+}
+
+fn resource_value<'a>(
+    item: &'a crate::export::SpanItem,
+    key: &str,
+) -> Option<&'a opentelemetry_proto::tonic::common::v1::AnyValue> {
+    item.resource.attributes.iter().find(|kv| kv.key == key).and_then(|kv| kv.value.as_ref())
+}
+
+/// The JSON record of one span: ids in hex, attributes as an object.
+pub fn span_json(item: &crate::export::SpanItem) -> serde_json::Value {
+    let span = &item.span;
+    let hex = crate::telemetry::trace_context::hex;
+    let attributes: serde_json::Map<String, serde_json::Value> =
+        span.attributes.iter().map(|kv| (kv.key.clone(), any_value_json(kv.value.as_ref()))).collect();
+    serde_json::json!({
+        "type": "span",
+        "time_unix_nano": span.end_time_unix_nano,
+        "trace_id": hex(&span.trace_id),
+        "span_id": hex(&span.span_id),
+        "parent_span_id": hex(&span.parent_span_id),
+        "trace_state": span.trace_state,
+        "name": span.name,
+        "kind": span_kind_name(span.kind),
+        "start_time_unix_nano": span.start_time_unix_nano,
+        "end_time_unix_nano": span.end_time_unix_nano,
+        "status": span_status(span),
+        "status_message": span.status.as_ref().map(|s| s.message.as_str()).unwrap_or(""),
+        "service_name": any_value_json(resource_value(item, "service.name")),
+        "pid": any_value_json(resource_value(item, "process.pid")),
+        "attributes": attributes,
+    })
+}
+
+/// The console line of one span.
+pub fn span_line(item: &crate::export::SpanItem) -> String {
+    let span = &item.span;
+    let hex = crate::telemetry::trace_context::hex;
+    let service = any_value_json(resource_value(item, "service.name"));
+    let pid = any_value_json(resource_value(item, "process.pid"));
+    let parent = if span.parent_span_id.is_empty() { "-".to_owned() } else { hex(&span.parent_span_id) };
+    format!(
+        "{} span    pid={pid} service={} {} {:?} {} duration={} trace={} span={} parent={parent}",
+        wall_time(span.start_time_unix_nano),
+        service.as_str().unwrap_or("?"),
+        span_kind_name(span.kind),
+        span.name,
+        span_status(span),
+        human_duration(span.end_time_unix_nano.saturating_sub(span.start_time_unix_nano)),
+        hex(&span.trace_id),
+        hex(&span.span_id),
+    )
 }
 
 /// Appends one exchange's JSON record (no newline) to `out`.
@@ -788,5 +884,44 @@ mod tests {
         assert_eq!(human_duration(1_500), "1.5us");
         assert_eq!(human_duration(2_500_000), "2.50ms");
         assert_eq!(human_duration(3_000_000_000), "3.00s");
+    }
+
+    #[test]
+    fn spans_as_lines_and_records() {
+        use crate::telemetry::resource::{int_attr, string_attr};
+        use opentelemetry_proto::tonic::trace::v1::{Span, Status, span::SpanKind, status::StatusCode};
+        let item = crate::export::SpanItem {
+            resource: std::sync::Arc::new(crate::export::Resource {
+                attributes: vec![string_attr("service.name", "nginx"), int_attr("process.pid", 42)],
+                ..Default::default()
+            }),
+            span: Span {
+                trace_id: vec![0x4b; 16],
+                span_id: vec![1, 2, 3, 4, 5, 6, 7, 8],
+                name: "GET /users/{id}".into(),
+                kind: SpanKind::Server as i32,
+                start_time_unix_nano: 3_723_004_000_000,
+                end_time_unix_nano: 3_723_006_500_000,
+                attributes: vec![int_attr("http.response.status_code", 503)],
+                status: Some(Status { message: String::new(), code: StatusCode::Error as i32 }),
+                ..Default::default()
+            },
+        };
+        assert_eq!(
+            span_line(&item),
+            "01:02:03.004 span    pid=42 service=nginx server \"GET /users/{id}\" error duration=2.50ms \
+             trace=4b4b4b4b4b4b4b4b4b4b4b4b4b4b4b4b span=0102030405060708 parent=-"
+        );
+        assert_eq!(
+            span_json(&item),
+            json!({
+                "type": "span", "time_unix_nano": 3_723_006_500_000u64,
+                "trace_id": "4b4b4b4b4b4b4b4b4b4b4b4b4b4b4b4b", "span_id": "0102030405060708", "parent_span_id": "",
+                "trace_state": "", "name": "GET /users/{id}", "kind": "server",
+                "start_time_unix_nano": 3_723_004_000_000u64, "end_time_unix_nano": 3_723_006_500_000u64,
+                "status": "error", "status_message": "", "service_name": "nginx", "pid": 42,
+                "attributes": {"http.response.status_code": 503},
+            })
+        );
     }
 }

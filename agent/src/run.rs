@@ -62,11 +62,20 @@ pub struct RunOptions {
     pub export: ExportOptions,
 }
 
+impl ExportOptions {
+    /// Whether spans are made (for OTLP, or printed with `--spans`).
+    fn traces(&self) -> bool {
+        self.print_spans || self.otlp.as_ref().is_some_and(|o| o.traces.is_some())
+    }
+}
+
 /// Where spans and metrics go besides the console.
 #[derive(Debug, Clone, Default)]
 pub struct ExportOptions {
     pub otlp: Option<OtlpConfig>,
     pub prometheus_listen: Option<std::net::SocketAddr>,
+    /// Print each finished span (with its trace and span ids) as a line.
+    pub print_spans: bool,
     /// `traces`/`metrics` are set from what is configured above.
     pub telemetry: TelemetryOptions,
 }
@@ -409,13 +418,14 @@ async fn write_events(
             stage.exchanges(&exchanges[before..]);
             stage.release(open.then_some(until), &mut spans);
         }
-        write_lines(&ready, &exchanges, &sink, &ledger);
+        write_lines(&ready, &exchanges, &spans, &sink, &ledger);
         exchanges.clear();
+        spans.clear();
         *l7.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = table.counts();
     }
 }
 
-fn write_lines(events: &[Event], exchanges: &[ExchangeRecord], sink: &Sink, ledger: &LossLedger) {
+fn write_lines(events: &[Event], exchanges: &[ExchangeRecord], spans: &[SpanItem], sink: &Sink, ledger: &LossLedger) {
     let mut text: Vec<u8> = Vec::new();
     let (mut lines, mut analyzed) = (0u64, 0u64);
     for event in events {
@@ -429,6 +439,9 @@ fn write_lines(events: &[Event], exchanges: &[ExchangeRecord], sink: &Sink, ledg
     }
     for record in exchanges {
         sink.exchange(record, &mut text);
+    }
+    for span in spans {
+        sink.span(span, &mut text);
     }
     ledger.analyzed.fetch_add(analyzed, Relaxed);
     if text.is_empty() {
@@ -454,6 +467,8 @@ struct TelemetryStage {
     telemetry: Telemetry,
     spans: Option<SpanSender>,
     summary: Arc<Mutex<ExportSummary>>,
+    /// Keep released spans for the writer to print (`--spans`).
+    print: bool,
 }
 
 impl TelemetryStage {
@@ -470,11 +485,19 @@ impl TelemetryStage {
             None => self.telemetry.finish(spans),
         }
         if let Some(sender) = &self.spans {
-            for span in spans.drain(..) {
-                sender.offer(span);
+            if self.print {
+                for span in spans.iter() {
+                    sender.offer(span.clone());
+                }
+            } else {
+                for span in spans.drain(..) {
+                    sender.offer(span);
+                }
             }
         }
-        spans.clear();
+        if !self.print {
+            spans.clear();
+        }
         let mut summary = self.summary.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         summary.spans = self.telemetry.link_counts();
         summary.spans_waiting = self.telemetry.waiting_spans() as u64;
@@ -519,11 +542,11 @@ impl Exporters {
             flush_timeout: Duration::from_secs(1),
             clock,
         };
-        if traces.is_none() && metrics.is_none() && prometheus.is_none() {
+        if !opts.traces() && metrics.is_none() && prometheus.is_none() {
             return this;
         }
         let mut telemetry_opts = opts.telemetry.clone();
-        telemetry_opts.traces = traces.is_some();
+        telemetry_opts.traces = opts.traces();
         telemetry_opts.metrics = metrics.is_some() || prometheus.is_some();
         let telemetry = Telemetry::new(telemetry_opts, clock, IdGenerator::random());
         let store = telemetry.metric_store();
@@ -554,7 +577,7 @@ impl Exporters {
             })));
         }
         this.store = Some(store);
-        this.stage = Some(TelemetryStage { telemetry, spans, summary });
+        this.stage = Some(TelemetryStage { telemetry, spans, summary, print: opts.print_spans });
         this
     }
 

@@ -132,6 +132,7 @@ fn http_spans_links_and_histograms_reach_a_grpc_collector() {
         "grpc",
         "--otlp-metric-export-interval",
         "1",
+        "--spans",
     ])
     .unwrap();
     let base = format!("http://127.0.0.1:{}", nginx.port);
@@ -187,6 +188,23 @@ fn http_spans_links_and_histograms_reach_a_grpc_collector() {
     assert!(export["otlp"]["spans_exported"].as_u64() >= Some(4), "{export}");
     assert_eq!(export["spans"]["remote_parent"], 2, "{export}");
     assert_eq!(export["spans"]["same_host_client"], 1, "{export}");
+    // `--spans` printed the very spans that were exported.
+    let printed: Vec<(String, String, String)> = finished
+        .records
+        .iter()
+        .filter(|r| r["type"] == "span")
+        .map(|r| {
+            (
+                r["trace_id"].as_str().unwrap().to_owned(),
+                r["span_id"].as_str().unwrap().to_owned(),
+                r["name"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    for (_, span) in spans.iter().filter(|(r, _)| [worker, traced, plain].iter().any(|p| pid_of(r) == i64::from(*p))) {
+        let id = (hex(&span.trace_id), hex(&span.span_id), span.name.clone());
+        assert!(printed.contains(&id), "{id:?} not among the printed spans {printed:?}");
+    }
     // Schema URL and scope on what arrived.
     let traces = receiver.traces();
     let rs = &traces[0].resource_spans[0];
