@@ -23,12 +23,45 @@ pub struct Described {
     pub status: StatusCode,
     pub status_message: String,
     pub span_attributes: Vec<KeyValue>,
-    /// The histogram this exchange counts in, with its attributes (a subset
-    /// of the span's, low-cardinality ones only).
-    pub metric: Option<(MetricDef, Vec<KeyValue>)>,
+    /// The histogram this exchange counts in, and which of the span's
+    /// attributes it carries (low-cardinality ones only; absent ones are left out).
+    pub metric: Option<(MetricDef, &'static [&'static str])>,
 }
 
 const KNOWN_METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"];
+
+// Each histogram's attributes, taken from its span's.
+const HTTP_SERVER_METRIC: &[&str] = &[
+    sc::HTTP_REQUEST_METHOD,
+    sc::URL_SCHEME,
+    sc::HTTP_ROUTE,
+    sc::HTTP_RESPONSE_STATUS_CODE,
+    sc::NETWORK_PROTOCOL_NAME,
+    sc::NETWORK_PROTOCOL_VERSION,
+    sc::ERROR_TYPE,
+];
+const HTTP_CLIENT_METRIC: &[&str] = &[
+    sc::HTTP_REQUEST_METHOD,
+    sc::URL_SCHEME,
+    sc::SERVER_ADDRESS,
+    sc::SERVER_PORT,
+    sc::HTTP_RESPONSE_STATUS_CODE,
+    sc::NETWORK_PROTOCOL_NAME,
+    sc::NETWORK_PROTOCOL_VERSION,
+    sc::ERROR_TYPE,
+];
+const RPC_SERVER_METRIC: &[&str] =
+    &[sc::RPC_SYSTEM, sc::RPC_SERVICE, sc::RPC_METHOD, sc::RPC_GRPC_STATUS_CODE, sc::ERROR_TYPE];
+const RPC_CLIENT_METRIC: &[&str] = &[
+    sc::RPC_SYSTEM,
+    sc::RPC_SERVICE,
+    sc::RPC_METHOD,
+    sc::RPC_GRPC_STATUS_CODE,
+    sc::SERVER_ADDRESS,
+    sc::SERVER_PORT,
+    sc::ERROR_TYPE,
+];
+const DNS_LOOKUP_METRIC: &[&str] = &[sc::DNS_QUESTION_NAME, sc::ERROR_TYPE];
 
 /// gRPC codes that make a *server* span an error; any non-zero code makes
 /// a client span one.
@@ -131,7 +164,6 @@ fn describe_http(
         attrs.push(string_attr(sc::HTTP_REQUEST_METHOD_ORIGINAL, original));
     }
     attrs.push(string_attr(sc::URL_SCHEME, "http"));
-    let mut metric = vec![string_attr(sc::HTTP_REQUEST_METHOD, method), string_attr(sc::URL_SCHEME, "http")];
     if kind == SpanKind::Server {
         attrs.push(string_attr(sc::URL_PATH, path));
         if let Some(q) = query {
@@ -140,33 +172,28 @@ fn describe_http(
         attrs.push(string_attr(sc::HTTP_ROUTE, route));
         attrs.push(string_attr(sc::CLIENT_ADDRESS, ends.1.0.to_string()));
         attrs.push(int_attr(sc::CLIENT_PORT, i64::from(ends.1.1)));
-        metric.push(string_attr(sc::HTTP_ROUTE, route));
     } else {
         let authority = if server_port == 80 { server.clone() } else { format!("{server}:{server_port}") };
         let authority = if server.contains(':') { format!("[{server}]:{server_port}") } else { authority };
         attrs.push(string_attr(sc::URL_FULL, format!("http://{authority}{}", ex.target)));
         attrs.push(string_attr(sc::URL_TEMPLATE, route));
-        metric.push(string_attr(sc::SERVER_ADDRESS, server.clone()));
-        metric.push(int_attr(sc::SERVER_PORT, i64::from(server_port)));
     }
     attrs.push(string_attr(sc::SERVER_ADDRESS, server));
     attrs.push(int_attr(sc::SERVER_PORT, i64::from(server_port)));
     if let Some(s) = status {
         attrs.push(int_attr(sc::HTTP_RESPONSE_STATUS_CODE, i64::from(s)));
-        metric.push(int_attr(sc::HTTP_RESPONSE_STATUS_CODE, i64::from(s)));
     }
     attrs.push(string_attr(sc::NETWORK_PROTOCOL_NAME, "http"));
     attrs.push(string_attr(sc::NETWORK_PROTOCOL_VERSION, http.version.clone()));
-    metric.push(string_attr(sc::NETWORK_PROTOCOL_NAME, "http"));
-    metric.push(string_attr(sc::NETWORK_PROTOCOL_VERSION, http.version.clone()));
     if let Some(e) = error_type {
         described.status = StatusCode::Error;
         attrs.push(string_attr(sc::ERROR_TYPE, e.clone()));
-        metric.push(string_attr(sc::ERROR_TYPE, e));
     }
-    let def =
-        if kind == SpanKind::Server { sc::HTTP_SERVER_REQUEST_DURATION } else { sc::HTTP_CLIENT_REQUEST_DURATION };
-    described.metric = Some((def, metric));
+    described.metric = Some(if kind == SpanKind::Server {
+        (sc::HTTP_SERVER_REQUEST_DURATION, HTTP_SERVER_METRIC)
+    } else {
+        (sc::HTTP_CLIENT_REQUEST_DURATION, HTTP_CLIENT_METRIC)
+    });
     described
 }
 
@@ -178,25 +205,17 @@ fn describe_grpc(
     ends: Ends,
 ) -> Described {
     let mut described = blank(format!("{}/{}", grpc.service, grpc.method), kind);
-    let mut metric = vec![
-        string_attr(sc::RPC_SYSTEM, "grpc"),
-        string_attr(sc::RPC_SERVICE, grpc.service.clone()),
-        string_attr(sc::RPC_METHOD, grpc.method.clone()),
-    ];
-    attrs.extend(metric.iter().cloned());
+    attrs.push(string_attr(sc::RPC_SYSTEM, "grpc"));
+    attrs.push(string_attr(sc::RPC_SERVICE, grpc.service.clone()));
+    attrs.push(string_attr(sc::RPC_METHOD, grpc.method.clone()));
     let (server, server_port) = server_address(grpc.authority.as_deref(), kind, ends);
-    attrs.push(string_attr(sc::SERVER_ADDRESS, server.clone()));
+    attrs.push(string_attr(sc::SERVER_ADDRESS, server));
     attrs.push(int_attr(sc::SERVER_PORT, i64::from(server_port)));
-    if kind == SpanKind::Client {
-        metric.push(string_attr(sc::SERVER_ADDRESS, server));
-        metric.push(int_attr(sc::SERVER_PORT, i64::from(server_port)));
-    }
     attrs.push(string_attr(sc::NETWORK_PROTOCOL_NAME, "http"));
     attrs.push(string_attr(sc::NETWORK_PROTOCOL_VERSION, "2"));
     match record.exchange.status {
         Some(code) => {
             attrs.push(int_attr(sc::RPC_GRPC_STATUS_CODE, i64::from(code)));
-            metric.push(int_attr(sc::RPC_GRPC_STATUS_CODE, i64::from(code)));
             let error = match kind {
                 SpanKind::Server => GRPC_SERVER_ERRORS.contains(&code),
                 _ => code != 0,
@@ -205,17 +224,18 @@ fn describe_grpc(
                 described.status = StatusCode::Error;
                 described.status_message = grpc.grpc_message.clone().unwrap_or_default();
                 attrs.push(string_attr(sc::ERROR_TYPE, code.to_string()));
-                metric.push(string_attr(sc::ERROR_TYPE, code.to_string()));
             }
         }
         None => {
             described.status = StatusCode::Error;
             attrs.push(string_attr(sc::ERROR_TYPE, sc::ERROR_NO_RESPONSE));
-            metric.push(string_attr(sc::ERROR_TYPE, sc::ERROR_NO_RESPONSE));
         }
     }
-    let def = if kind == SpanKind::Server { sc::RPC_SERVER_CALL_DURATION } else { sc::RPC_CLIENT_CALL_DURATION };
-    described.metric = Some((def, metric));
+    described.metric = Some(if kind == SpanKind::Server {
+        (sc::RPC_SERVER_CALL_DURATION, RPC_SERVER_METRIC)
+    } else {
+        (sc::RPC_CLIENT_CALL_DURATION, RPC_CLIENT_METRIC)
+    });
     described
 }
 
@@ -257,15 +277,13 @@ fn describe_dns(
     let server = if kind == SpanKind::Server { ends.0 } else { ends.1 };
     attrs.push(string_attr(sc::SERVER_ADDRESS, server.0.to_string()));
     attrs.push(int_attr(sc::SERVER_PORT, i64::from(server.1)));
-    let mut metric = vec![string_attr(sc::DNS_QUESTION_NAME, name)];
     if let Some(e) = dns_error(dns.rcode.as_deref()) {
         described.status = StatusCode::Error;
         attrs.push(string_attr(sc::ERROR_TYPE, e.clone()));
-        metric.push(string_attr(sc::ERROR_TYPE, e));
     }
     // The conventions define a lookup metric (the client's view) only.
     if kind == SpanKind::Client {
-        described.metric = Some((sc::DNS_LOOKUP_DURATION, metric));
+        described.metric = Some((sc::DNS_LOOKUP_DURATION, DNS_LOOKUP_METRIC));
     }
     described
 }

@@ -55,8 +55,43 @@ enum Link {
     },
     Remote,
     Local(u64),
+    /// A parent already released (the client end of this connection).
+    Known {
+        trace_id: [u8; 16],
+        span_id: [u8; 8],
+    },
     Root,
 }
+
+/// A client span recently seen, for the server end of its connection
+/// that may come later (each end's exchange completes at a syscall's
+/// return, and the client's may return first).
+#[derive(Debug)]
+struct RecentClient {
+    seq: u64,
+    start_ns: u64,
+    end_ns: u64,
+    stream_id: Option<u32>,
+    /// Filled when the client span is released.
+    ids: Option<([u8; 16], [u8; 8])>,
+}
+
+/// How well a client exchange and a server exchange are the two ends of one
+/// request on one connection: `None` if they can't be, else the distance of
+/// their starts (smaller is better). Timestamps are taken at syscall returns
+/// on different CPUs, so only causal order is trusted: the client sent
+/// before the server answered, and the server received before the client
+/// got the answer.
+fn ends_distance(client: (u64, u64, Option<u32>), server: (u64, u64, Option<u32>)) -> Option<u64> {
+    let same_stream = match (client.2, server.2) {
+        (Some(a), Some(b)) => a == b,
+        _ => true,
+    };
+    (same_stream && client.0 <= server.1 && server.0 <= client.1).then(|| client.0.abs_diff(server.0))
+}
+
+/// Recent client spans remembered at most.
+const MAX_RECENT_CLIENTS: usize = 65536;
 
 #[derive(Debug)]
 struct Held {
@@ -111,12 +146,16 @@ const MAX_SERVING: usize = 65536;
 #[derive(Debug)]
 pub struct SpanLinker {
     waits: LinkWaits,
-    held: BTreeMap<u64, Held>,
+    /// Boxed: a span is large, and B-tree nodes move their values.
+    held: BTreeMap<u64, Box<Held>>,
     next_seq: u64,
     /// Client spans waiting for an enclosing server span, by (pid, tid).
     awaiting_enclosing: HashMap<(u32, u32), Vec<u64>>,
     /// Server spans waiting for their client, by (transport, server's local, server's peer).
     awaiting_client: HashMap<ConnKey, Vec<u64>>,
+    /// Client spans of the last `peer_ns`, by (transport, client's peer, client's local).
+    recent_clients: HashMap<ConnKey, VecDeque<RecentClient>>,
+    recent_count: usize,
     serving: HashSet<u32>,
     serving_order: VecDeque<u32>,
     ids: IdGenerator,
@@ -131,6 +170,8 @@ impl SpanLinker {
             next_seq: 0,
             awaiting_enclosing: HashMap::new(),
             awaiting_client: HashMap::new(),
+            recent_clients: HashMap::new(),
+            recent_count: 0,
             serving: HashSet::new(),
             serving_order: VecDeque::new(),
             ids,
@@ -176,6 +217,9 @@ impl SpanLinker {
                 self.adopt_enclosed(seq, &pending);
                 if pending.remote.is_some() {
                     Link::Remote
+                } else if let Some(link) = self.client_seen(&pending) {
+                    self.counts.same_host_client += 1;
+                    link
                 } else {
                     let key = (pending.transport, pending.local, pending.peer);
                     self.awaiting_client.entry(key).or_default().push(seq);
@@ -184,6 +228,7 @@ impl SpanLinker {
             }
             Role::Client => {
                 self.adopt_server_end(seq, &pending);
+                self.remember_client(seq, &pending);
                 if pending.remote.is_some() {
                     Link::Remote
                 } else if self.serving.contains(&pending.pid) {
@@ -194,7 +239,7 @@ impl SpanLinker {
                 }
             }
         };
-        let held = Held { pending, link, span_id: self.ids.span_id(), own_trace: self.ids.trace_id() };
+        let held = Box::new(Held { pending, link, span_id: self.ids.span_id(), own_trace: self.ids.trace_id() });
         self.held.insert(seq, held);
     }
 
@@ -226,23 +271,20 @@ impl SpanLinker {
         let key = (client.transport, client.peer, client.local);
         let Some(waiting) = self.awaiting_client.get_mut(&key) else { return };
         let held = &mut self.held;
-        let mut found = None;
-        for (i, seq) in waiting.iter().enumerate() {
-            let Some(h) = held.get(seq) else { continue };
-            let s = &h.pending;
-            let same_stream = match (s.stream_id, client.stream_id) {
-                (Some(a), Some(b)) => a == b,
-                _ => true,
-            };
-            if matches!(h.link, Link::Undecided { .. })
-                && same_stream
-                && client.start_ns <= s.start_ns
-                && s.end_ns <= client.end_ns
-            {
-                found = Some(i);
-                break;
-            }
-        }
+        let ends = (client.start_ns, client.end_ns, client.stream_id);
+        let found = waiting
+            .iter()
+            .enumerate()
+            .filter_map(|(i, seq)| {
+                let h = held.get(seq)?;
+                let s = &h.pending;
+                if !matches!(h.link, Link::Undecided { .. }) {
+                    return None;
+                }
+                ends_distance(ends, (s.start_ns, s.end_ns, s.stream_id)).map(|d| (d, i))
+            })
+            .min()
+            .map(|(_, i)| i);
         if let Some(i) = found {
             let seq = waiting.remove(i);
             if let Some(h) = held.get_mut(&seq) {
@@ -254,6 +296,53 @@ impl SpanLinker {
         if waiting.is_empty() {
             self.awaiting_client.remove(&key);
         }
+    }
+
+    fn remember_client(&mut self, seq: u64, client: &PendingSpan) {
+        if self.recent_count >= MAX_RECENT_CLIENTS {
+            return;
+        }
+        let key = (client.transport, client.peer, client.local);
+        self.recent_clients.entry(key).or_default().push_back(RecentClient {
+            seq,
+            start_ns: client.start_ns,
+            end_ns: client.end_ns,
+            stream_id: client.stream_id,
+            ids: None,
+        });
+        self.recent_count += 1;
+    }
+
+    /// The client end of this server span's request, if it came first.
+    fn client_seen(&mut self, server: &PendingSpan) -> Option<Link> {
+        let key = (server.transport, server.local, server.peer);
+        let recent = self.recent_clients.get_mut(&key)?;
+        let ends = (server.start_ns, server.end_ns, server.stream_id);
+        let (_, i) = recent
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| ends_distance((c.start_ns, c.end_ns, c.stream_id), ends).map(|d| (d, i)))
+            .min()?;
+        let client = recent.remove(i)?;
+        self.recent_count -= 1;
+        match client.ids {
+            Some((trace_id, span_id)) => Some(Link::Known { trace_id, span_id }),
+            None if self.held.contains_key(&client.seq) => Some(Link::Local(client.seq)),
+            None => None,
+        }
+    }
+
+    /// Forgets client spans whose server end would have come by now.
+    fn expire_recent_clients(&mut self, now_ns: u64) {
+        let peer_ns = self.waits.peer_ns;
+        let mut removed = 0;
+        self.recent_clients.retain(|_, list| {
+            let before = list.len();
+            list.retain(|c| c.end_ns.saturating_add(peer_ns) > now_ns);
+            removed += before - list.len();
+            !list.is_empty()
+        });
+        self.recent_count -= removed;
     }
 
     /// Releases every span whose trace is settled at monotonic time `now_ns`.
@@ -273,6 +362,7 @@ impl SpanLinker {
             }
         }
         self.release_settled(out);
+        self.expire_recent_clients(now_ns);
     }
 
     /// Releases everything: no parent will come.
@@ -285,6 +375,8 @@ impl SpanLinker {
         self.release_settled(out);
         self.awaiting_client.clear();
         self.awaiting_enclosing.clear();
+        self.recent_clients.clear();
+        self.recent_count = 0;
     }
 
     fn release_settled(&mut self, out: &mut Vec<SpanItem>) {
@@ -304,6 +396,7 @@ impl SpanLinker {
                     self.counts.remote_parent += 1;
                     (tp.parent_id.to_vec(), u32::from(tp.flags) | FLAG_HAS_IS_REMOTE | FLAG_IS_REMOTE)
                 }
+                (Link::Known { span_id, .. }, _) => (span_id.to_vec(), SAMPLED | FLAG_HAS_IS_REMOTE),
                 (Link::Local(p), _) if self.held.contains_key(&p) => {
                     let parent = self.held.get(&p).map(|p| p.span_id.to_vec()).unwrap_or_default();
                     (parent, SAMPLED | FLAG_HAS_IS_REMOTE)
@@ -314,6 +407,12 @@ impl SpanLinker {
                 }
             };
             let Some(h) = self.held.remove(&seq) else { continue };
+            if h.pending.role == Role::Client {
+                let key = (h.pending.transport, h.pending.peer, h.pending.local);
+                if let Some(c) = self.recent_clients.get_mut(&key).and_then(|l| l.iter_mut().find(|c| c.seq == seq)) {
+                    c.ids = Some((trace_id, h.span_id));
+                }
+            }
             let mut span = h.pending.span;
             span.trace_id = trace_id.to_vec();
             span.span_id = h.span_id.to_vec();
@@ -340,6 +439,7 @@ impl SpanLinker {
             Link::Undecided { .. } => None,
             Link::Root => Some((h.own_trace, String::new())),
             Link::Remote => h.pending.remote.as_ref().map(|(tp, state)| (tp.trace_id, state.clone())),
+            Link::Known { trace_id, .. } => Some((trace_id, String::new())),
             // Parents are newer, so chains end; the depth bound is for safety.
             Link::Local(p) if depth < 64 && self.held.contains_key(&p) => self.trace_of(p, settled, depth + 1),
             Link::Local(_) => Some((h.own_trace, String::new())),

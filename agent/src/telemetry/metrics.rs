@@ -1,7 +1,7 @@
 //! Cumulative metrics per resource, bounded in series; read as OTLP
 //! `ResourceMetrics` by the exporters (OTLP push, Prometheus scrape).
 
-use std::{collections::BTreeMap, fmt::Write as _, sync::Arc};
+use std::{collections::BTreeMap, sync::Arc};
 
 use opentelemetry_proto::tonic::{
     common::v1::{InstrumentationScope, KeyValue, any_value::Value},
@@ -35,11 +35,19 @@ struct Series {
 #[derive(Debug)]
 struct ResourceEntry {
     resource: Arc<Resource>,
-    /// (metric, canonical attributes) → series.
-    series: BTreeMap<(MetricDef, String), Series>,
+    /// (metric, hash of the sorted attributes) → the series with that hash.
+    series: BTreeMap<(MetricDef, u64), Vec<Series>>,
     /// When the process exited (unix ns): kept for one more export or two.
     exited_unix_ns: Option<u64>,
 }
+
+/// The attribute of the series points go to past the series bound (the
+/// SDKs' cardinality-limit convention).
+static OVERFLOW: std::sync::LazyLock<KeyValue> = std::sync::LazyLock::new(|| KeyValue {
+    key: "otel.metric.overflow".to_owned(),
+    value: Some(opentelemetry_proto::tonic::common::v1::AnyValue { value: Some(Value::BoolValue(true)) }),
+    ..Default::default()
+});
 
 /// Bounds of a [`MetricStore`].
 #[derive(Debug, Clone, Copy)]
@@ -69,25 +77,36 @@ pub struct MetricStore {
 }
 
 /// The identity of a resource: its `service.instance.id`.
-fn instance_of(resource: &Resource) -> String {
+fn instance_of(resource: &Resource) -> &str {
     resource
         .attributes
         .iter()
         .find(|kv| kv.key == sc::SERVICE_INSTANCE_ID)
         .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
-            Value::StringValue(s) => Some(s.clone()),
+            Value::StringValue(s) => Some(s.as_str()),
             _ => None,
         })
         .unwrap_or_default()
 }
 
-fn canonical(attributes: &mut [KeyValue]) -> String {
+/// Sorts `attributes` by key and hashes them: the series key. Series with
+/// equal hashes are told apart by comparing attributes, so a collision
+/// costs a comparison, never a merge.
+fn canonical(attributes: &mut [&KeyValue]) -> u64 {
+    use std::hash::{Hash as _, Hasher as _};
     attributes.sort_by(|a, b| a.key.cmp(&b.key));
-    let mut key = String::new();
+    let mut h = std::hash::DefaultHasher::new();
     for kv in attributes.iter() {
-        let _ = write!(key, "{}={:?}\u{1f}", kv.key, kv.value.as_ref().and_then(|v| v.value.as_ref()));
+        kv.key.hash(&mut h);
+        match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+            Some(Value::StringValue(s)) => (0u8, s).hash(&mut h),
+            Some(Value::IntValue(i)) => (1u8, i).hash(&mut h),
+            Some(Value::BoolValue(b)) => (2u8, b).hash(&mut h),
+            Some(Value::DoubleValue(d)) => (3u8, d.to_bits()).hash(&mut h),
+            _ => 4u8.hash(&mut h),
+        }
     }
-    key
+    h.finish()
 }
 
 impl MetricStore {
@@ -99,48 +118,71 @@ impl MetricStore {
         self.series
     }
 
+    /// The series of `attributes` (in any order), made if new; cloned
+    /// only then.
     fn series_mut(
         &mut self,
         resource: &Arc<Resource>,
         def: MetricDef,
-        mut attributes: Vec<KeyValue>,
+        mut attributes: Vec<&KeyValue>,
         now_unix_ns: u64,
     ) -> &mut Series {
-        let entry = self.resources.entry(instance_of(resource)).or_insert_with(|| ResourceEntry {
-            resource: Arc::clone(resource),
-            series: BTreeMap::new(),
-            exited_unix_ns: None,
-        });
+        let id = instance_of(resource);
+        if !self.resources.contains_key(id) {
+            self.resources.insert(
+                id.to_owned(),
+                ResourceEntry { resource: Arc::clone(resource), series: BTreeMap::new(), exited_unix_ns: None },
+            );
+        }
+        let Some(entry) = self.resources.get_mut(id) else { unreachable!("inserted above") };
+        let same = |s: &Series, attributes: &[&KeyValue]| s.attributes.iter().eq(attributes.iter().copied());
         let mut key = canonical(&mut attributes);
-        if !entry.series.contains_key(&(def, key.clone())) && self.series >= self.limits.max_series {
+        let exists = entry.series.get(&(def, key)).is_some_and(|v| v.iter().any(|s| same(s, &attributes)));
+        if !exists && self.series >= self.limits.max_series {
             self.overflowed_points += 1;
-            attributes = vec![KeyValue {
-                key: "otel.metric.overflow".to_owned(),
-                value: Some(opentelemetry_proto::tonic::common::v1::AnyValue { value: Some(Value::BoolValue(true)) }),
-                ..Default::default()
-            }];
+            attributes = vec![&OVERFLOW];
             key = canonical(&mut attributes);
         }
-        let series = &mut self.series;
-        entry.series.entry((def, key)).or_insert_with(|| {
-            *series += 1;
-            Series {
-                attributes,
-                start_unix_ns: now_unix_ns,
-                value: match def.instrument {
-                    Instrument::DurationHistogram => Aggregate::Histogram {
-                        buckets: [0; DURATION_BUCKETS.len() + 1],
-                        sum: 0.0,
-                        count: 0,
-                        min: f64::INFINITY,
-                        max: f64::NEG_INFINITY,
+        let same_hash = entry.series.entry((def, key)).or_default();
+        let index = match same_hash.iter().position(|s| same(s, &attributes)) {
+            Some(i) => i,
+            None => {
+                self.series += 1;
+                same_hash.push(Series {
+                    attributes: attributes.into_iter().cloned().collect(),
+                    start_unix_ns: now_unix_ns,
+                    value: match def.instrument {
+                        Instrument::DurationHistogram => Aggregate::Histogram {
+                            buckets: [0; DURATION_BUCKETS.len() + 1],
+                            sum: 0.0,
+                            count: 0,
+                            min: f64::INFINITY,
+                            max: f64::NEG_INFINITY,
+                        },
+                        Instrument::Counter => Aggregate::Counter(0),
+                        Instrument::SecondsCounter => Aggregate::Seconds(0.0),
+                        Instrument::Gauge => Aggregate::Gauge(0),
                     },
-                    Instrument::Counter => Aggregate::Counter(0),
-                    Instrument::SecondsCounter => Aggregate::Seconds(0.0),
-                    Instrument::Gauge => Aggregate::Gauge(0),
-                },
+                });
+                same_hash.len() - 1
             }
-        })
+        };
+        &mut same_hash[index]
+    }
+
+    /// One duration, in seconds, into a histogram, with those of `from`'s
+    /// attributes named in `keys` (nothing is cloned for a known series).
+    pub fn record_from(
+        &mut self,
+        resource: &Arc<Resource>,
+        def: MetricDef,
+        (from, keys): (&[KeyValue], &[&str]),
+        seconds: f64,
+        now_unix_ns: u64,
+    ) {
+        let picked = keys.iter().filter_map(|k| from.iter().find(|kv| kv.key == *k)).collect();
+        let series = self.series_mut(resource, def, picked, now_unix_ns);
+        observe(&mut series.value, seconds);
     }
 
     /// One duration, in seconds, into a histogram.
@@ -152,18 +194,8 @@ impl MetricStore {
         seconds: f64,
         now_unix_ns: u64,
     ) {
-        if let Aggregate::Histogram { buckets, sum, count, min, max } =
-            &mut self.series_mut(resource, def, attributes, now_unix_ns).value
-        {
-            let seconds = if seconds.is_finite() && seconds >= 0.0 { seconds } else { 0.0 };
-            // Buckets are upper-inclusive, as OTLP's explicit bounds are.
-            let i = DURATION_BUCKETS.iter().position(|b| seconds <= *b).unwrap_or(DURATION_BUCKETS.len());
-            buckets[i] += 1;
-            *sum += seconds;
-            *count += 1;
-            *min = min.min(seconds);
-            *max = max.max(seconds);
-        }
+        let series = self.series_mut(resource, def, attributes.iter().collect(), now_unix_ns);
+        observe(&mut series.value, seconds);
     }
 
     pub fn add(
@@ -174,7 +206,9 @@ impl MetricStore {
         value: u64,
         now_unix_ns: u64,
     ) {
-        if let Aggregate::Counter(total) = &mut self.series_mut(resource, def, attributes, now_unix_ns).value {
+        if let Aggregate::Counter(total) =
+            &mut self.series_mut(resource, def, attributes.iter().collect(), now_unix_ns).value
+        {
             *total = total.saturating_add(value);
         }
     }
@@ -188,7 +222,9 @@ impl MetricStore {
         total: u64,
         now_unix_ns: u64,
     ) {
-        if let Aggregate::Counter(t) = &mut self.series_mut(resource, def, attributes, now_unix_ns).value {
+        if let Aggregate::Counter(t) =
+            &mut self.series_mut(resource, def, attributes.iter().collect(), now_unix_ns).value
+        {
             *t = total;
         }
     }
@@ -202,7 +238,9 @@ impl MetricStore {
         total: f64,
         now_unix_ns: u64,
     ) {
-        if let Aggregate::Seconds(t) = &mut self.series_mut(resource, def, attributes, now_unix_ns).value {
+        if let Aggregate::Seconds(t) =
+            &mut self.series_mut(resource, def, attributes.iter().collect(), now_unix_ns).value
+        {
             *t = total;
         }
     }
@@ -215,14 +253,15 @@ impl MetricStore {
         value: i64,
         now_unix_ns: u64,
     ) {
-        if let Aggregate::Gauge(v) = &mut self.series_mut(resource, def, attributes, now_unix_ns).value {
+        if let Aggregate::Gauge(v) = &mut self.series_mut(resource, def, attributes.iter().collect(), now_unix_ns).value
+        {
             *v = value;
         }
     }
 
     /// The process behind `resource` exited: its series go after the retention.
     pub fn exited(&mut self, resource: &Resource, now_unix_ns: u64) {
-        if let Some(entry) = self.resources.get_mut(&instance_of(resource)) {
+        if let Some(entry) = self.resources.get_mut(instance_of(resource)) {
             entry.exited_unix_ns.get_or_insert(now_unix_ns);
         }
     }
@@ -234,7 +273,7 @@ impl MetricStore {
         self.resources.retain(|_, e| {
             let keep = e.exited_unix_ns.is_none_or(|t| now_unix_ns.saturating_sub(t) < retention);
             if !keep {
-                dropped += e.series.len();
+                dropped += e.series.values().map(Vec::len).sum::<usize>();
             }
             keep
         });
@@ -247,9 +286,22 @@ impl MetricStore {
     }
 }
 
+fn observe(value: &mut Aggregate, seconds: f64) {
+    if let Aggregate::Histogram { buckets, sum, count, min, max } = value {
+        let seconds = if seconds.is_finite() && seconds >= 0.0 { seconds } else { 0.0 };
+        // Buckets are upper-inclusive, as OTLP's explicit bounds are.
+        let i = DURATION_BUCKETS.iter().position(|b| seconds <= *b).unwrap_or(DURATION_BUCKETS.len());
+        buckets[i] += 1;
+        *sum += seconds;
+        *count += 1;
+        *min = min.min(seconds);
+        *max = max.max(seconds);
+    }
+}
+
 fn resource_metrics(entry: &ResourceEntry, now: u64) -> ResourceMetrics {
     let mut metrics: Vec<Metric> = Vec::new();
-    for ((def, _), series) in &entry.series {
+    for ((def, _), series) in entry.series.iter().flat_map(|(k, v)| v.iter().map(move |s| (k, s))) {
         if metrics.last().is_none_or(|m| m.name != def.name) {
             metrics.push(Metric {
                 name: def.name.to_owned(),

@@ -217,16 +217,16 @@ impl Telemetry {
             Detail::Dns(_) => (None, None),
         };
         let route = match &ex.detail {
-            Detail::Http(_) => self.routes.route(&service_name(&resource), &ex.target),
+            Detail::Http(_) => self.routes.route(service_name(&resource), &ex.target),
             Detail::Grpc(_) | Detail::Dns(_) => String::new(),
         };
         let described = conventions::describe(record, &route);
         let (start, end) = (self.clock.unix_nanos(ex.start_ns), self.clock.unix_nanos(ex.end_ns.max(ex.start_ns)));
         if self.opts.metrics
-            && let Some((def, attributes)) = described.metric.clone()
+            && let Some((def, keys)) = described.metric
         {
             let seconds = ex.end_ns.saturating_sub(ex.start_ns) as f64 / 1e9;
-            self.store().record(&resource, def, attributes, seconds, end);
+            self.store().record_from(&resource, def, (&described.span_attributes, keys), seconds, end);
         }
         if !self.opts.traces {
             return;
@@ -278,13 +278,13 @@ fn trace_parent(traceparent: Option<&str>, tracestate: Option<&str>) -> Option<(
     Some((tp, trace_context::tracestate(tracestate)))
 }
 
-pub fn service_name(resource: &Resource) -> String {
+pub fn service_name(resource: &Resource) -> &str {
     resource
         .attributes
         .iter()
         .find(|kv| kv.key == semconv::SERVICE_NAME)
         .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
-            Value::StringValue(s) => Some(s.clone()),
+            Value::StringValue(s) => Some(s.as_str()),
             _ => None,
         })
         .unwrap_or_default()

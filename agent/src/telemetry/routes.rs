@@ -79,7 +79,10 @@ impl RouteTable {
             self.overflowed += 1;
             return OTHER.to_owned();
         }
-        let routes = self.seen.entry(service.to_owned()).or_default();
+        if !self.seen.contains_key(service) {
+            self.seen.insert(service.to_owned(), HashSet::new());
+        }
+        let Some(routes) = self.seen.get_mut(service) else { return OTHER.to_owned() };
         if routes.contains(&route) {
             return route;
         }

@@ -187,6 +187,27 @@ fn both_ends_of_a_local_connection_share_one_trace() {
 }
 
 #[test]
+fn a_server_end_completing_after_its_client_still_joins_its_trace() {
+    let mut t = telemetry();
+    // The server's write returned after the client's read: timestamps from
+    // two CPUs overlap rather than nest.
+    let server = http(Role::Server, NGINX, NGINX, "/", Some(200), (2_000, 3_600));
+    let client = client_of(&server, CURL, (1_500, 3_500));
+    let earlier = client_of(&http(Role::Server, NGINX, NGINX, "/", Some(200), (500, 900)), CURL, (400, 1_000));
+    t.on_exchange(&earlier);
+    t.on_exchange(&client);
+    let first = drain(&mut t, 3_500);
+    assert_eq!(first.len(), 2, "curl never served: its spans go at once");
+    t.on_exchange(&server);
+    let spans = drain(&mut t, 3_600);
+    assert_eq!(spans.len(), 1);
+    let c_span = &first[1].span;
+    assert_eq!(spans[0].span.trace_id, c_span.trace_id);
+    assert_eq!(spans[0].span.parent_span_id, c_span.span_id);
+    assert_eq!(t.link_counts().same_host_client, 1);
+}
+
+#[test]
 fn unmatched_spans_start_traces_when_their_wait_ends() {
     let mut t = telemetry();
     let server = http(Role::Server, NGINX, NGINX, "/", Some(200), (2_000, 3_000));
