@@ -148,6 +148,9 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         _ => bail!("the eBPF object has no EVENTS perf event array"),
     };
     let (queue, events) = mpsc::channel(opts.queue_capacity);
+    // Reads the queue's depth for the health metrics without keeping it open.
+    let queue_probe = queue.downgrade();
+    let events_waiting = move || queue_probe.upgrade().map_or(0, |q| (q.max_capacity() - q.capacity()) as u64);
     let recorder = match &opts.record {
         Some(path) => Some(Arc::new(
             Recorder::create(path, &clock, opts.record_limit)
@@ -220,7 +223,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
                 emit_stats(&record, opts.output)?;
             }
             _ = health_tick.tick(), if exporters.metrics_wanted() => {
-                exporters.record_health(&meters("stats", &ebpf), &choices);
+                exporters.record_health(&meters("stats", &ebpf), &choices, events_waiting());
             }
         }
     }
@@ -239,7 +242,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     // Program costs as they were while attached.
     summary.programs = summary_programs.programs;
     if exporters.metrics_wanted() {
-        exporters.record_health(&summary, &choices);
+        exporters.record_health(&summary, &choices, 0);
     }
     summary.export = exporters.finish().await;
     emit_stats(&summary, opts.output)?;
@@ -585,13 +588,13 @@ impl Exporters {
         self.store.is_some()
     }
 
-    fn record_health(&self, stats: &StatsRecord, choices: &[SensorChoice]) {
+    fn record_health(&self, stats: &StatsRecord, choices: &[SensorChoice], events_waiting: u64) {
         let (Some(store), Some(agent)) = (&self.store, &self.agent) else { return };
         let otlp = self.counts.snapshot();
         let waiting = self.summary.lock().unwrap_or_else(std::sync::PoisonError::into_inner).spans_waiting;
         let spans = [("exported", otlp.spans_exported), ("dropped", otlp.spans_dropped), ("failed", otlp.spans_failed)];
         let data_points = [("exported", otlp.metric_points_exported), ("failed", otlp.metric_points_failed)];
-        let queues = [("export", otlp.queue_depth), ("linking", waiting)];
+        let queues = [("events", events_waiting), ("export", otlp.queue_depth), ("linking", waiting)];
         let reading = HealthReading { stats, choices, spans: &spans, data_points: &data_points, queues: &queues };
         let mut store = store.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         health::record(&mut store, agent, &reading, self.clock.unix_nanos(output::monotonic_now_ns()));

@@ -309,6 +309,13 @@ fn prometheus_metrics_count_requests_and_pass_promtool() {
     assert!(body.contains(&format!("process_pid=\"{worker}\"")), "target_info names the worker: {body}");
     assert!(body.contains("# TYPE kscope_sensor_events_total counter"), "{body}");
     assert!(body.contains("kscope_sensor_hook_form{"), "{body}");
+    for stage in ["events", "export", "linking"] {
+        let series = format!("kscope_stage=\"{stage}\"");
+        assert!(body.lines().any(|l| l.starts_with("kscope_queue_depth{") && l.contains(&series)), "{stage}: {body}");
+    }
+    let hook_form =
+        body.lines().find(|l| l.starts_with("kscope_sensor_hook_form{") && l.contains("kscope_sensor=\"tcp\""));
+    assert!(hook_form.is_some_and(|l| l.contains("kscope_hook_form=\"tracepoint\"") && l.ends_with(" 1")), "{body}");
     let mut promtool = Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(std::process::Stdio::piped())
