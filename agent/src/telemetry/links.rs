@@ -133,7 +133,7 @@ pub struct LinkWaits {
 
 impl Default for LinkWaits {
     fn default() -> Self {
-        Self { peer_ns: 1_000_000_000, enclosing_ns: 5_000_000_000, capacity: 65536 }
+        Self { peer_ns: 1_000_000_000, enclosing_ns: 5_000_000_000, capacity: 16384 }
     }
 }
 
