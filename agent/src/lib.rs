@@ -18,5 +18,6 @@ pub mod recording;
 pub mod run;
 pub mod sensors;
 pub mod stats;
+pub mod symbolize;
 pub mod telemetry;
 pub mod transport;

@@ -78,6 +78,24 @@ enum Command {
         #[arg(long)]
         data_events: bool,
     },
+    /// Resolve kernel, process or ELF addresses to symbols (with file:line and inlined frames when debug info is there).
+    #[command(group(clap::ArgGroup::new("target").required(true).args(["kernel", "pid", "elf"])))]
+    Symbolize {
+        /// The addresses are the running kernel's.
+        #[arg(long)]
+        kernel: bool,
+        /// The addresses are this process's.
+        #[arg(long)]
+        pid: Option<u32>,
+        /// The addresses are this ELF file's virtual addresses.
+        #[arg(long)]
+        elf: Option<std::path::PathBuf>,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Console)]
+        output: OutputFormat,
+        /// Addresses, 0x-prefixed hex or decimal.
+        #[arg(required = true, value_parser = kscope::symbolize::parse_address)]
+        addresses: Vec<u64>,
+    },
     /// Show, per sensor, the hook form this kernel allows and why better forms were rejected.
     Probe {
         #[arg(long, value_enum, default_value_t = OutputFormat::Console)]
@@ -110,6 +128,15 @@ struct ExportArgs {
     /// Seconds between metric exports, like OTEL_METRIC_EXPORT_INTERVAL (which is in ms).
     #[arg(long)]
     otlp_metric_export_interval: Option<f64>,
+    /// PEM file of the CA certificates to trust for https endpoints, like OTEL_EXPORTER_OTLP_CERTIFICATE.
+    #[arg(long)]
+    otlp_certificate: Option<std::path::PathBuf>,
+    /// PEM private key for mutual TLS, like OTEL_EXPORTER_OTLP_CLIENT_KEY.
+    #[arg(long)]
+    otlp_client_key: Option<std::path::PathBuf>,
+    /// PEM certificate (chain) for mutual TLS, like OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE.
+    #[arg(long)]
+    otlp_client_certificate: Option<std::path::PathBuf>,
     /// Spans the export queue holds (more are dropped and counted), like OTEL_BSP_MAX_QUEUE_SIZE.
     #[arg(long)]
     otlp_queue_size: Option<usize>,
@@ -142,6 +169,9 @@ impl ExportArgs {
             metrics_endpoint: self.otlp_metrics_endpoint,
             metric_export_interval: seconds("--otlp-metric-export-interval", self.otlp_metric_export_interval)?,
             queue_size: self.otlp_queue_size,
+            certificate: self.otlp_certificate,
+            client_key: self.otlp_client_key,
+            client_certificate: self.otlp_client_certificate,
         };
         let otlp = OtlpConfig::from_process_env(&flags)?;
         let telemetry = kscope::telemetry::TelemetryOptions {
@@ -234,6 +264,14 @@ fn main() -> ExitCode {
                 .and_then(|rt| rt.block_on(run::run(opts)))
         }
         Command::Probe { output } => probe(output),
+        Command::Symbolize { kernel: _, pid, elf, output, addresses } => {
+            let target = match (pid, elf) {
+                (Some(pid), _) => kscope::symbolize::Target::Process(pid),
+                (None, Some(path)) => kscope::symbolize::Target::Elf(path),
+                (None, None) => kscope::symbolize::Target::Kernel,
+            };
+            kscope::symbolize::symbolize(&target, &addresses, output)
+        }
         Command::Replay { recording, output, pids, comms, save, keep_query, data_events } => {
             replay(&recording, output, (&pids, &comms), save.as_deref(), keep_query, data_events)
         }

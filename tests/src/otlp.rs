@@ -8,13 +8,22 @@
 //! every connection closed: a collector that died) and restarted on the same
 //! port, and told how to answer (unavailable, invalid, throttled, partial
 //! success) to exercise the exporter's retries.
+//!
+//! With [`ServerTls`] it serves over TLS, optionally requiring a client
+//! certificate (mTLS), with certificates from a [`TestCa`] made at test
+//! time.
 
 use std::{
     collections::VecDeque,
     convert::Infallible,
     io::Read as _,
     net::{Ipv4Addr, SocketAddr, TcpListener as StdListener},
-    sync::{Arc, Mutex, MutexGuard, mpsc},
+    path::{Path, PathBuf},
+    sync::{
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicUsize, Ordering},
+        mpsc,
+    },
     time::{Duration, Instant},
 };
 
@@ -38,7 +47,24 @@ use opentelemetry_proto::tonic::{
     trace::v1::Span,
 };
 use prost::Message as _;
-use tokio::{net::TcpStream, runtime::Runtime, task::JoinSet};
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    KeyUsagePurpose,
+};
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    runtime::Runtime,
+    task::JoinSet,
+};
+use tokio_rustls::{
+    TlsAcceptor,
+    rustls::{
+        self, RootCertStore,
+        crypto::{CryptoProvider, ring},
+        pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer},
+        server::WebPkiClientVerifier,
+    },
+};
 use tonic::{codec::CompressionEncoding, codegen::Service as _};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +98,8 @@ struct State {
     script: Mutex<VecDeque<Answer>>,
     default_answer: Mutex<Option<Answer>>,
     refused: Mutex<usize>,
+    /// TLS handshakes that failed (or did not finish in time).
+    tls_failures: Mutex<usize>,
 }
 
 /// A poisoned lock only means another test thread panicked; the data is
@@ -98,6 +126,7 @@ pub struct Receiver {
     state: Arc<State>,
     runtime: Runtime,
     server: Option<Server>,
+    tls: Option<TlsAcceptor>,
 }
 
 /// The accept task and word of its end (its listener and connections are
@@ -128,6 +157,24 @@ impl Receiver {
     }
 
     pub fn start(protocol: Protocol, port: u16) -> anyhow::Result<Self> {
+        Self::start_with(protocol, port, None)
+    }
+
+    /// A gRPC receiver over TLS (ALPN `h2`) on 127.0.0.1:`port`.
+    pub fn start_grpc_tls(port: u16, tls: &ServerTls) -> anyhow::Result<Self> {
+        Self::start_tls(Protocol::Grpc, port, tls)
+    }
+
+    /// An HTTP/protobuf receiver over TLS (ALPN `http/1.1`).
+    pub fn start_http_tls(port: u16, tls: &ServerTls) -> anyhow::Result<Self> {
+        Self::start_tls(Protocol::Http, port, tls)
+    }
+
+    pub fn start_tls(protocol: Protocol, port: u16, tls: &ServerTls) -> anyhow::Result<Self> {
+        Self::start_with(protocol, port, Some(tls.acceptor(protocol)?))
+    }
+
+    fn start_with(protocol: Protocol, port: u16, tls: Option<TlsAcceptor>) -> anyhow::Result<Self> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("otlp-receiver")
@@ -140,6 +187,7 @@ impl Receiver {
             state: Arc::default(),
             runtime,
             server: None,
+            tls,
         };
         receiver.serve()?;
         Ok(receiver)
@@ -152,7 +200,8 @@ impl Receiver {
         listener.set_nonblocking(true).context("a non-blocking listener")?;
         self.addr = listener.local_addr().context("the receiver's address")?;
         let (tx, closed) = mpsc::channel();
-        let task = self.runtime.spawn(accept(listener, self.protocol, Arc::clone(&self.state), Closed(tx)));
+        let task =
+            self.runtime.spawn(accept(listener, self.protocol, self.tls.clone(), Arc::clone(&self.state), Closed(tx)));
         self.server = Some(Server { task, closed });
         Ok(())
     }
@@ -165,9 +214,22 @@ impl Receiver {
         self.addr
     }
 
-    /// `http://127.0.0.1:PORT`: the exporter's generic endpoint.
+    /// `http://127.0.0.1:PORT` (`https://` over TLS): the exporter's
+    /// generic endpoint.
     pub fn endpoint_url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.url_for(&self.addr.ip().to_string())
+    }
+
+    /// The endpoint with another name for this host, such as `localhost`.
+    pub fn url_for(&self, host: &str) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{host}:{}", self.addr.port())
+    }
+
+    /// TLS handshakes that failed: a client that did not trust the
+    /// receiver, or (mTLS) brought no certificate the receiver trusts.
+    pub fn tls_failures(&self) -> usize {
+        *lock(&self.state.tls_failures)
     }
 
     /// Closes the listener and every connection: new connections are
@@ -274,7 +336,13 @@ pub fn wait_until<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>) ->
     }
 }
 
-async fn accept(listener: StdListener, protocol: Protocol, state: Arc<State>, closed: Closed) {
+async fn accept(
+    listener: StdListener,
+    protocol: Protocol,
+    tls: Option<TlsAcceptor>,
+    state: Arc<State>,
+    closed: Closed,
+) {
     // Declared first, dropped last: after the listener and connections.
     let _closed = closed;
     let listener = match tokio::net::TcpListener::from_std(listener) {
@@ -298,16 +366,38 @@ async fn accept(listener: StdListener, protocol: Protocol, state: Arc<State>, cl
         };
         while connections.try_join_next().is_some() {}
         let state = Arc::clone(&state);
-        match protocol {
-            Protocol::Grpc => connections.spawn(serve_grpc(stream, state)),
-            Protocol::Http => connections.spawn(serve_http(stream, state)),
-        };
+        let tls = tls.clone();
+        connections.spawn(async move {
+            let Some(acceptor) = tls else { return serve(protocol, stream, state).await };
+            // In the connection's task, so that a slow handshake holds up
+            // no other; bounded, so that a client that stalls cannot hold
+            // this one forever.
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                Ok(Ok(stream)) => serve(protocol, stream, state).await,
+                Ok(Err(_)) | Err(_) => *lock(&state.tls_failures) += 1,
+            }
+        });
+    }
+}
+
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn serve<S>(protocol: Protocol, stream: S, state: Arc<State>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    match protocol {
+        Protocol::Grpc => serve_grpc(stream, state).await,
+        Protocol::Http => serve_http(stream, state).await,
     }
 }
 
 const METRICS_SERVICE_PREFIX: &str = "/opentelemetry.proto.collector.metrics.v1.MetricsService/";
 
-async fn serve_grpc(stream: TcpStream, state: Arc<State>) {
+async fn serve_grpc<S>(stream: S, state: Arc<State>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let traces = TraceServiceServer::new(Traces(Arc::clone(&state))).accept_compressed(CompressionEncoding::Gzip);
     let metrics = MetricsServiceServer::new(Metrics(state)).accept_compressed(CompressionEncoding::Gzip);
     // Two services on one connection without tonic's router (an axum
@@ -408,7 +498,10 @@ fn metrics_response(
     Some(ExportMetricsServiceResponse { partial_success })
 }
 
-async fn serve_http(stream: TcpStream, state: Arc<State>) {
+async fn serve_http<S>(stream: S, state: Arc<State>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let service = service_fn(move |request| handle_http(request, Arc::clone(&state)));
     let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
 }
@@ -473,4 +566,132 @@ async fn handle_http(request: Request<Incoming>, state: Arc<State>) -> Result<Re
         Err(Answer::Invalid) => reply(StatusCode::BAD_REQUEST, "the receiver refuses this"),
         Err(_) => reply(StatusCode::SERVICE_UNAVAILABLE, "the receiver is unavailable"),
     })
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(ring::default_provider())
+}
+
+/// A certificate authority made at test time (ECDSA P-256).
+pub struct TestCa(CertifiedIssuer<'static, KeyPair>);
+
+impl TestCa {
+    pub fn new(name: &str) -> anyhow::Result<Self> {
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        Ok(Self(CertifiedIssuer::self_signed(params, KeyPair::generate()?)?))
+    }
+
+    /// The CA's certificate, PEM.
+    pub fn pem(&self) -> String {
+        self.0.pem()
+    }
+
+    pub fn der(&self) -> CertificateDer<'static> {
+        self.0.der().clone()
+    }
+
+    /// A server certificate for `names`: DNS names or IP addresses.
+    pub fn server(&self, names: &[&str]) -> anyhow::Result<Identity> {
+        self.issue(names, ExtendedKeyUsagePurpose::ServerAuth)
+    }
+
+    /// A client certificate (for mTLS) naming `name`.
+    pub fn client(&self, name: &str) -> anyhow::Result<Identity> {
+        self.issue(&[name], ExtendedKeyUsagePurpose::ClientAuth)
+    }
+
+    fn issue(&self, names: &[&str], usage: ExtendedKeyUsagePurpose) -> anyhow::Result<Identity> {
+        let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+        let mut params = CertificateParams::new(names.clone())?;
+        params.distinguished_name.push(DnType::CommonName, names.first().cloned().unwrap_or_default());
+        params.extended_key_usages = vec![usage];
+        params.use_authority_key_identifier_extension = true;
+        let key = KeyPair::generate()?;
+        let certificate = params.signed_by(&key, &self.0)?;
+        Ok(Identity {
+            certificate: certificate.der().clone(),
+            certificate_pem: certificate.pem(),
+            key_der: key.serialize_der(),
+            key_pem: key.serialize_pem(),
+        })
+    }
+}
+
+/// A certificate and its private key (PKCS#8).
+#[derive(Clone)]
+pub struct Identity {
+    pub certificate: CertificateDer<'static>,
+    pub certificate_pem: String,
+    pub key_der: Vec<u8>,
+    pub key_pem: String,
+}
+
+impl Identity {
+    fn key(&self) -> PrivateKeyDer<'static> {
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key_der.clone()))
+    }
+}
+
+/// How a receiver serves TLS.
+#[derive(Clone)]
+pub struct ServerTls {
+    pub identity: Identity,
+    /// mTLS: a client must present a certificate this CA signed.
+    pub client_ca: Option<CertificateDer<'static>>,
+}
+
+impl ServerTls {
+    fn acceptor(&self, protocol: Protocol) -> anyhow::Result<TlsAcceptor> {
+        let builder = rustls::ServerConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?;
+        let builder = match &self.client_ca {
+            Some(ca) => {
+                let mut roots = RootCertStore::empty();
+                roots.add(ca.clone())?;
+                let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider()).build()?;
+                builder.with_client_cert_verifier(verifier)
+            }
+            None => builder.with_no_client_auth(),
+        };
+        let mut config = builder
+            .with_single_cert(vec![self.identity.certificate.clone()], self.identity.key())
+            .context("the receiver's certificate")?;
+        config.alpn_protocols = match protocol {
+            Protocol::Grpc => vec![b"h2".to_vec()],
+            Protocol::Http => vec![b"http/1.1".to_vec()],
+        };
+        Ok(TlsAcceptor::from(Arc::new(config)))
+    }
+}
+
+/// A scratch directory for PEM files, removed on drop.
+pub struct PemDir(PathBuf);
+
+impl PemDir {
+    pub fn new() -> anyhow::Result<Self> {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("kscope-tests-pem-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        Ok(Self(dir))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// Writes `contents` to `name`; its path, as the variables take it.
+    pub fn write(&self, name: &str, contents: &str) -> anyhow::Result<String> {
+        let path = self.0.join(name);
+        std::fs::write(&path, contents).with_context(|| format!("writing {}", path.display()))?;
+        path.to_str().map(str::to_owned).context("a temp dir path that is not UTF-8")
+    }
+}
+
+impl Drop for PemDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }

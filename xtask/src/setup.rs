@@ -97,6 +97,13 @@ const PACKAGES: &[Package] = &[
     optional("bind9-dnsutils", "L7 tests (DNS)"),
     // promtool, which checks the exposition text of the Prometheus exporter.
     optional("prometheus", "Prometheus exporter tests (promtool)"),
+    // The symbol-resolver tests build C, C++ and Rust programs and compare
+    // answers with nm, objcopy'd debug files, addr2line and llvm-symbolizer.
+    optional("gcc", "symbol-resolver tests"),
+    optional("g++", "symbol-resolver tests"),
+    optional("binutils", "symbol-resolver tests"),
+    optional("llvm", "symbol-resolver tests (llvm-symbolizer)"),
+    optional("linux-libc-dev", "symbol-resolver tests (BPF program loader)"),
     optional("linux-perf", "benchmarks"),
     optional("wrk", "benchmarks"),
 ];

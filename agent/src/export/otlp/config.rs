@@ -9,10 +9,25 @@
 //! the per-signal variable (`OTEL_EXPORTER_OTLP_TRACES_*`), the generic
 //! variable (`OTEL_EXPORTER_OTLP_*`), the default. An empty variable counts
 //! as unset (the SDK specification says so).
+//!
+//! TLS: an `https://` endpoint uses TLS, trusting the system's root
+//! certificates unless `OTEL_EXPORTER_OTLP_CERTIFICATE` names a PEM file of
+//! CA certificates to trust instead; `OTEL_EXPORTER_OTLP_CLIENT_KEY` and
+//! `_CLIENT_CERTIFICATE` give a client identity for mTLS. A gRPC endpoint
+//! without a scheme (`collector:4317`) uses TLS unless
+//! `OTEL_EXPORTER_OTLP_INSECURE` is true; a scheme always wins over it. The
+//! PEM files are read and checked here, so a bad one stops kscope at start;
+//! for an `http://` endpoint they are not read.
 
-use std::time::Duration;
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use hyper::http::{HeaderName, HeaderValue, Uri};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+use super::tls;
 
 pub const ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
 pub const PROTOCOL: &str = "OTEL_EXPORTER_OTLP_PROTOCOL";
@@ -26,6 +41,13 @@ pub const BSP_MAX_QUEUE_SIZE: &str = "OTEL_BSP_MAX_QUEUE_SIZE";
 pub const BSP_MAX_EXPORT_BATCH_SIZE: &str = "OTEL_BSP_MAX_EXPORT_BATCH_SIZE";
 pub const BSP_SCHEDULE_DELAY: &str = "OTEL_BSP_SCHEDULE_DELAY";
 pub const RESOURCE_ATTRIBUTES: &str = "OTEL_RESOURCE_ATTRIBUTES";
+/// A PEM file of the CA certificates to trust instead of the system's.
+pub const CERTIFICATE: &str = "OTEL_EXPORTER_OTLP_CERTIFICATE";
+/// mTLS: the PEM files of kscope's private key and certificate (chain).
+pub const CLIENT_KEY: &str = "OTEL_EXPORTER_OTLP_CLIENT_KEY";
+pub const CLIENT_CERTIFICATE: &str = "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE";
+/// Plaintext for a gRPC endpoint given without a scheme.
+pub const INSECURE: &str = "OTEL_EXPORTER_OTLP_INSECURE";
 
 /// The names [`ConfigError`] uses for [`OtlpFlags`]' fields: the command
 /// line should spell its flags this way so that errors name what the user
@@ -39,6 +61,9 @@ pub mod flag {
     pub const METRICS_ENDPOINT: &str = "--otlp-metrics-endpoint";
     pub const METRIC_EXPORT_INTERVAL: &str = "--otlp-metric-export-interval";
     pub const QUEUE_SIZE: &str = "--otlp-queue-size";
+    pub const CERTIFICATE: &str = "--otlp-certificate";
+    pub const CLIENT_KEY: &str = "--otlp-client-key";
+    pub const CLIENT_CERTIFICATE: &str = "--otlp-client-certificate";
 }
 
 /// The spec's default protocol. Note its default port (4318) differs from
@@ -127,6 +152,31 @@ pub struct SignalConfig {
     /// For one export attempt, connecting included.
     pub timeout: Duration,
     pub compression: Compression,
+    /// How an `https://` endpoint is secured; `None` for `http://`.
+    pub tls: Option<TlsConfig>,
+}
+
+/// TLS for one signal, its PEM files read and checked.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// The CA certificates to trust instead of the system's roots
+    /// (`OTEL_EXPORTER_OTLP_CERTIFICATE`); `None`: the system's.
+    pub ca_certificates: Option<Vec<CertificateDer<'static>>>,
+    /// The identity kscope presents for mTLS.
+    pub client_identity: Option<ClientIdentity>,
+}
+
+/// A client certificate (chain) and its private key (Debug elides the key).
+#[derive(Debug, PartialEq, Eq)]
+pub struct ClientIdentity {
+    pub certificate_chain: Vec<CertificateDer<'static>>,
+    pub key: PrivateKeyDer<'static>,
+}
+
+impl Clone for ClientIdentity {
+    fn clone(&self) -> Self {
+        Self { certificate_chain: self.certificate_chain.clone(), key: self.key.clone_key() }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -171,6 +221,12 @@ pub struct OtlpFlags {
     pub metrics_endpoint: Option<String>,
     pub metric_export_interval: Option<Duration>,
     pub queue_size: Option<usize>,
+    /// Like `OTEL_EXPORTER_OTLP_CERTIFICATE`: CA certificates (PEM).
+    pub certificate: Option<PathBuf>,
+    /// Like `OTEL_EXPORTER_OTLP_CLIENT_KEY`: kscope's private key (PEM).
+    pub client_key: Option<PathBuf>,
+    /// Like `OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE` (PEM).
+    pub client_certificate: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -364,11 +420,12 @@ fn signal_config<F: Fn(&str) -> Option<String>>(
             None => env.get(ENDPOINT).map(|f| (f, false)),
         },
     };
-    let endpoint = match (found, protocol) {
-        (Some((f, per_signal)), _) => endpoint(&f, protocol, (!per_signal).then_some(signal))?,
-        (None, Protocol::Grpc) => DEFAULT_GRPC_ENDPOINT.to_owned(),
-        (None, Protocol::HttpProtobuf) => format!("{DEFAULT_HTTP_ENDPOINT}/{}", signal.path()),
+    let (endpoint, secure) = match (found, protocol) {
+        (Some((f, per_signal)), _) => endpoint(env, signal, &f, protocol, !per_signal)?,
+        (None, Protocol::Grpc) => (DEFAULT_GRPC_ENDPOINT.to_owned(), false),
+        (None, Protocol::HttpProtobuf) => (format!("{DEFAULT_HTTP_ENDPOINT}/{}", signal.path()), false),
     };
+    let tls = if secure { Some(tls_config(env, flags, signal)?) } else { None };
 
     let headers = if flags.headers.is_empty() {
         match env.signal(signal, "HEADERS", HEADERS) {
@@ -391,7 +448,121 @@ fn signal_config<F: Fn(&str) -> Option<String>>(
         Some(f) => Compression::parse(&f.name, &f.value)?,
         None => Compression::None,
     };
-    Ok(SignalConfig { endpoint, protocol, headers, timeout, compression })
+    Ok(SignalConfig { endpoint, protocol, headers, timeout, compression, tls })
+}
+
+/// A PEM file named by a flag or variable.
+struct PemFile {
+    name: String,
+    path: PathBuf,
+}
+
+/// PEM files are small; this bounds what a wrong path (a device, a log)
+/// can cost.
+const MAX_PEM_BYTES: u64 = 4 << 20;
+
+impl PemFile {
+    /// The flag, else the per-signal variable, else the generic one.
+    fn find<F: Fn(&str) -> Option<String>>(
+        env: &Env<F>,
+        signal: Signal,
+        flag: (&str, Option<&PathBuf>),
+        suffix: &str,
+        generic: &str,
+    ) -> Option<Self> {
+        match flag {
+            (name, Some(path)) => Some(Self { name: name.to_owned(), path: path.clone() }),
+            (_, None) => {
+                env.signal(signal, suffix, generic).map(|f| Self { name: f.name, path: PathBuf::from(f.value.trim()) })
+            }
+        }
+    }
+
+    fn error(&self, reason: impl Into<String>) -> ConfigError {
+        ConfigError::new(&self.name, &self.path.display().to_string(), reason)
+    }
+
+    fn read(&self) -> Result<Vec<u8>, ConfigError> {
+        read_limited(&self.path).map_err(|reason| self.error(reason))
+    }
+}
+
+fn read_limited(path: &Path) -> Result<Vec<u8>, String> {
+    use std::io::Read as _;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_PEM_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(|e| format!("cannot read it: {e}"))?;
+    if bytes.len() as u64 > MAX_PEM_BYTES {
+        return Err(format!("larger than {} MiB: not a PEM file", MAX_PEM_BYTES >> 20));
+    }
+    Ok(bytes)
+}
+
+/// The CA certificates and client identity of an `https://` endpoint.
+fn tls_config<F: Fn(&str) -> Option<String>>(
+    env: &Env<F>,
+    flags: &OtlpFlags,
+    signal: Signal,
+) -> Result<TlsConfig, ConfigError> {
+    let ca_certificates =
+        match PemFile::find(env, signal, (flag::CERTIFICATE, flags.certificate.as_ref()), "CERTIFICATE", CERTIFICATE) {
+            Some(file) => {
+                let certificates = tls::parse_certificates(&file.read()?).map_err(|r| file.error(r))?;
+                tls::root_store(&certificates).map_err(|r| file.error(r))?;
+                Some(certificates)
+            }
+            None => None,
+        };
+    let key = PemFile::find(env, signal, (flag::CLIENT_KEY, flags.client_key.as_ref()), "CLIENT_KEY", CLIENT_KEY);
+    let certificate = PemFile::find(
+        env,
+        signal,
+        (flag::CLIENT_CERTIFICATE, flags.client_certificate.as_ref()),
+        "CLIENT_CERTIFICATE",
+        CLIENT_CERTIFICATE,
+    );
+    let client_identity = match (key, certificate) {
+        (None, None) => None,
+        (Some(key), None) => {
+            let partner =
+                key.name.replace("CLIENT_KEY", "CLIENT_CERTIFICATE").replace("client-key", "client-certificate");
+            return Err(key.error(format!("a client key needs its certificate: {partner} is not set")));
+        }
+        (None, Some(certificate)) => {
+            let partner = certificate
+                .name
+                .replace("CLIENT_CERTIFICATE", "CLIENT_KEY")
+                .replace("client-certificate", "client-key");
+            return Err(certificate.error(format!("a client certificate needs its key: {partner} is not set")));
+        }
+        (Some(key), Some(certificate)) => {
+            let certificate_chain = tls::parse_certificates(&certificate.read()?).map_err(|r| certificate.error(r))?;
+            let private_key = tls::parse_key(&key.read()?).map_err(|r| key.error(r))?;
+            tls::check_key(&private_key).map_err(|r| key.error(r))?;
+            let identity = ClientIdentity { certificate_chain, key: private_key };
+            tls::check_identity(&identity).map_err(|r| {
+                key.error(format!("not usable with the client certificate {}: {r}", certificate.path.display()))
+            })?;
+            Some(identity)
+        }
+    };
+    Ok(TlsConfig { ca_certificates, client_identity })
+}
+
+/// `OTEL_EXPORTER_OTLP_INSECURE`, a boolean as the SDK specification has
+/// them: `true` (any case) is true; anything else false, with a warning
+/// unless it is `false` or empty.
+fn insecure<F: Fn(&str) -> Option<String>>(env: &Env<F>, signal: Signal) -> bool {
+    let Some(found) = env.signal(signal, "INSECURE", INSECURE) else { return false };
+    let value = found.value.trim();
+    if value.eq_ignore_ascii_case("true") {
+        return true;
+    }
+    if !value.eq_ignore_ascii_case("false") {
+        tracing::warn!("{}={:?} is neither true nor false: taken as false (TLS)", found.name, found.value);
+    }
+    false
 }
 
 /// Headers kscope can send: valid HTTP names (lower-cased, as gRPC
@@ -412,17 +583,28 @@ fn headers(name: &str, raw: &str) -> Result<Vec<(String, String)>, ConfigError> 
         .collect()
 }
 
-/// An endpoint URL, with `/v1/<signal>` appended for a generic HTTP one.
-fn endpoint(found: &Found, protocol: Protocol, append: Option<Signal>) -> Result<String, ConfigError> {
+/// An endpoint URL, with `/v1/<signal>` appended for a generic HTTP one
+/// (`append`), and whether it uses TLS. A gRPC endpoint may come without a
+/// scheme (`host:port`): it gets `https` unless `OTEL_EXPORTER_OTLP_INSECURE`
+/// says otherwise.
+fn endpoint<F: Fn(&str) -> Option<String>>(
+    env: &Env<F>,
+    signal: Signal,
+    found: &Found,
+    protocol: Protocol,
+    append: bool,
+) -> Result<(String, bool), ConfigError> {
     let err = |reason: &str| ConfigError::new(&found.name, &found.value, reason);
     let raw = found.value.trim();
     let uri: Uri = raw.parse().map_err(|_| err("not a URL"))?;
-    match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => return Err(err("TLS is not supported yet; use a local collector over http")),
-        Some(_) => return Err(err("the scheme must be http")),
+    let secure = match uri.scheme_str() {
+        Some("http") => false,
+        Some("https") => true,
+        Some(_) => return Err(err("the scheme must be http or https")),
+        None if protocol == Protocol::Grpc => !insecure(env, signal),
         None => return Err(err("expected a URL with a scheme, such as http://localhost:4318")),
-    }
+    };
+    let scheme = if secure { "https" } else { "http" };
     let Some(authority) = uri.authority() else { return Err(err("the URL has no host")) };
     if authority.host().is_empty() {
         return Err(err("the URL has no host"));
@@ -430,12 +612,14 @@ fn endpoint(found: &Found, protocol: Protocol, append: Option<Signal>) -> Result
     if uri.query().is_some() {
         return Err(err("a query string is not supported"));
     }
-    match (protocol, append) {
-        (Protocol::HttpProtobuf, Some(signal)) => {
-            Ok(format!("http://{authority}{}/{}", uri.path().trim_end_matches('/'), signal.path()))
+    let url = match protocol {
+        Protocol::HttpProtobuf if append => {
+            format!("{scheme}://{authority}{}/{}", uri.path().trim_end_matches('/'), signal.path())
         }
-        _ => Ok(raw.to_owned()),
-    }
+        _ if uri.scheme().is_none() => format!("{scheme}://{authority}"),
+        _ => raw.to_owned(),
+    };
+    Ok((url, secure))
 }
 
 /// `k=v,k2=v2` as the W3C baggage format the spec names: items trimmed,

@@ -1,5 +1,6 @@
 //! OTLP export of spans and metrics to a collector, over gRPC or
-//! HTTP/protobuf, configured as every OpenTelemetry SDK is ([`config`]).
+//! HTTP/protobuf, in plaintext or TLS (mTLS too), configured as every
+//! OpenTelemetry SDK is ([`config`]).
 //!
 //! Spans go through a bounded queue that never blocks the pipeline: when the
 //! collector is slow or down, spans beyond the bound are dropped and
@@ -22,11 +23,12 @@ use tokio::sync::watch;
 pub mod config;
 mod metrics;
 mod spans;
+mod tls;
 mod transport;
 
 pub use config::{
-    Compression, ConfigError, MetricsConfig, OtlpConfig, OtlpFlags, Protocol, SignalConfig, TraceConfig,
-    resource_attributes_from_env,
+    ClientIdentity, Compression, ConfigError, MetricsConfig, OtlpConfig, OtlpFlags, Protocol, SignalConfig, TlsConfig,
+    TraceConfig, resource_attributes_from_env,
 };
 pub use metrics::MetricsExporter;
 pub use spans::{SpanExporter, SpanSender, group as group_by_resource};

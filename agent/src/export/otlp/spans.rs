@@ -254,6 +254,7 @@ mod tests {
                 headers: Vec::new(),
                 timeout: std::time::Duration::from_secs(1),
                 compression: crate::export::otlp::Compression::None,
+                tls: None,
             },
             max_queue_size: 3,
             max_export_batch_size: 2,

@@ -16,10 +16,7 @@ use hyper::{
     header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER, USER_AGENT},
     http::Uri,
 };
-use hyper_util::{
-    client::legacy::{Client, connect::HttpConnector},
-    rt::TokioExecutor,
-};
+use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 use opentelemetry_proto::tonic::collector::{
     metrics::v1::{
         ExportMetricsServiceRequest, ExportMetricsServiceResponse, metrics_service_client::MetricsServiceClient,
@@ -38,6 +35,7 @@ use tonic::{
 use super::{
     ExportCounts, Stop, Warn, add,
     config::{Compression, Protocol, SignalConfig},
+    tls::{self, Alpn, Connector},
 };
 
 const USER_AGENT_VALUE: &str = concat!("kscope/", env!("CARGO_PKG_VERSION"));
@@ -74,13 +72,14 @@ enum Inner {
     },
     // Boxed: the client is several times the size of the other variants.
     Http {
-        client: Box<Client<HttpConnector, Full<Bytes>>>,
+        client: Box<Client<Connector, Full<Bytes>>>,
         uri: Uri,
         headers: Vec<(HeaderName, HeaderValue)>,
         gzip: bool,
     },
     /// A configuration that `config` validated but the client library still
-    /// refused; every export fails with this reason rather than panicking.
+    /// refused, or TLS without root certificates; every export fails with
+    /// this reason rather than panicking.
     Broken(String),
 }
 
@@ -91,7 +90,10 @@ impl Transport {
             Protocol::Grpc => grpc(config),
             Protocol::HttpProtobuf => http(config),
         }
-        .unwrap_or_else(Inner::Broken);
+        .unwrap_or_else(|reason| {
+            tracing::warn!("OTLP export to {} cannot work: {reason}", config.endpoint);
+            Inner::Broken(reason)
+        });
         Self { inner, timeout: config.timeout }
     }
 
@@ -176,8 +178,13 @@ fn grpc(config: &SignalConfig) -> Result<Inner, String> {
         metadata.append(key, value);
     }
     // Lazily: the collector may come up after kscope; the channel connects
-    // (and reconnects) on demand.
-    Ok(Inner::Grpc { channel: endpoint.connect_lazy(), metadata, gzip: config.compression == Compression::Gzip })
+    // (and reconnects) on demand. TLS is rustls under tonic, as for HTTP;
+    // the connect timeout covers the handshake.
+    let channel = match &config.tls {
+        Some(tls) => endpoint.connect_with_connector_lazy(tls::connector(Some(tls), Alpn::H2)?),
+        None => endpoint.connect_lazy(),
+    };
+    Ok(Inner::Grpc { channel, metadata, gzip: config.compression == Compression::Gzip })
 }
 
 fn http(config: &SignalConfig) -> Result<Inner, String> {
@@ -191,13 +198,14 @@ fn http(config: &SignalConfig) -> Result<Inner, String> {
             Ok((name, value))
         })
         .collect::<Result<_, String>>()?;
-    let client = Box::new(Client::builder(TokioExecutor::new()).build_http());
+    let connector = tls::connector(config.tls.as_ref(), Alpn::Http1)?;
+    let client = Box::new(Client::builder(TokioExecutor::new()).build(connector));
     Ok(Inner::Http { client, uri, headers, gzip: config.compression == Compression::Gzip })
 }
 
 /// POSTs one protobuf body; the response body on a 2xx.
 async fn post(
-    client: &Client<HttpConnector, Full<Bytes>>,
+    client: &Client<Connector, Full<Bytes>>,
     uri: &Uri,
     headers: &[(HeaderName, HeaderValue)],
     gzip: bool,

@@ -1,6 +1,7 @@
 use std::{collections::HashMap, time::Duration};
 
 use super::*;
+use crate::export::otlp::tls::testing::{Ca, Leaf, TempDir};
 
 fn env(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + use<> {
     let map: HashMap<String, String> = vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
@@ -38,7 +39,13 @@ fn http(endpoint: &str) -> SignalConfig {
         headers: Vec::new(),
         timeout: Duration::from_secs(10),
         compression: Compression::None,
+        tls: None,
     }
+}
+
+/// An `https://` endpoint trusting the system's roots.
+fn https(endpoint: &str) -> SignalConfig {
+    SignalConfig { tls: Some(TlsConfig::default()), ..http(endpoint) }
 }
 
 fn grpc(endpoint: &str) -> SignalConfig {
@@ -145,25 +152,26 @@ fn export_protocol_errors() {
 #[test]
 fn export_endpoint_errors() {
     assert_eq!(
-        error(&[(ENDPOINT, "https://c:4318")]),
-        err(ENDPOINT, "https://c:4318", "TLS is not supported yet; use a local collector over http")
-    );
-    assert_eq!(
         error(&[(ENDPOINT, "localhost:4317")]),
         err(ENDPOINT, "localhost:4317", "expected a URL with a scheme, such as http://localhost:4318")
     );
-    assert_eq!(error(&[(ENDPOINT, "ftp://c")]), err(ENDPOINT, "ftp://c", "the scheme must be http"));
+    assert_eq!(error(&[(ENDPOINT, "ftp://c")]), err(ENDPOINT, "ftp://c", "the scheme must be http or https"));
     assert_eq!(error(&[(ENDPOINT, "not a url")]), err(ENDPOINT, "not a url", "not a URL"));
     assert_eq!(
         error(&[(ENDPOINT, "http://c:4318/?a=b")]),
         err(ENDPOINT, "http://c:4318/?a=b", "a query string is not supported")
     );
     assert_eq!(
-        error(&[("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "https://m")]),
+        error(&[("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "grpc://m")]),
+        err("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "grpc://m", "the scheme must be http or https")
+    );
+    // Only gRPC takes an endpoint without a scheme.
+    assert_eq!(
+        error(&[("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "c:4318"), ("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "grpc")]),
         err(
-            "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
-            "https://m",
-            "TLS is not supported yet; use a local collector over http"
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            "c:4318",
+            "expected a URL with a scheme, such as http://localhost:4318"
         )
     );
 }
@@ -287,6 +295,9 @@ fn export_flags_win_over_env() {
         metrics_endpoint: None,
         metric_export_interval: Some(Duration::from_secs(5)),
         queue_size: Some(1000),
+        certificate: None,
+        client_key: None,
+        client_certificate: None,
     };
     let c = resolve(&vars, &flags).unwrap().unwrap();
     let expected = SignalConfig {
@@ -340,8 +351,19 @@ fn export_flag_errors_name_the_flag() {
         err("--otlp-metric-export-interval", "0ns", "must be more than zero")
     );
     assert_eq!(
-        resolve(&[], &OtlpFlags { traces_endpoint: Some("https://t".to_owned()), ..OtlpFlags::default() }),
-        Err(err("--otlp-traces-endpoint", "https://t", "TLS is not supported yet; use a local collector over http"))
+        resolve(&[], &OtlpFlags { traces_endpoint: Some("ftp://t".to_owned()), ..OtlpFlags::default() }),
+        Err(err("--otlp-traces-endpoint", "ftp://t", "the scheme must be http or https"))
+    );
+    assert_eq!(
+        resolve(
+            &[],
+            &OtlpFlags {
+                endpoint: Some("https://c:4318".to_owned()),
+                certificate: Some("/nonexistent/ca.pem".into()),
+                ..OtlpFlags::default()
+            }
+        ),
+        Err(err("--otlp-certificate", "/nonexistent/ca.pem", "cannot read it: No such file or directory (os error 2)"))
     );
 }
 
@@ -361,5 +383,287 @@ fn export_resource_attributes() {
     assert_eq!(
         resource_attributes_from_env(env(&[(RESOURCE_ATTRIBUTES, "a=1,oops")])),
         Err(err(RESOURCE_ATTRIBUTES, "a=1,oops", r#""oops" is not key=value"#))
+    );
+}
+
+fn grpc_tls(endpoint: &str) -> SignalConfig {
+    SignalConfig { protocol: Protocol::Grpc, ..https(endpoint) }
+}
+
+/// Both signals' export settings.
+fn both(vars: &[(&str, &str)], flags: &OtlpFlags) -> (SignalConfig, SignalConfig) {
+    let c = resolve(vars, flags).unwrap().unwrap();
+    (c.traces.unwrap().export, c.metrics.unwrap().export)
+}
+
+fn both_tls(vars: &[(&str, &str)], flags: &OtlpFlags) -> (Option<TlsConfig>, Option<TlsConfig>) {
+    let (t, m) = both(&[&[(ENDPOINT, "https://c:4318")], vars].concat(), flags);
+    (t.tls, m.tls)
+}
+
+fn trusting(cas: &[&Ca]) -> Option<TlsConfig> {
+    Some(TlsConfig { ca_certificates: Some(cas.iter().map(|ca| ca.der()).collect()), client_identity: None })
+}
+
+fn identity(leaf: &Leaf, chain: &[&CertificateDer<'static>]) -> ClientIdentity {
+    let mut certificate_chain = vec![leaf.certificate.clone()];
+    certificate_chain.extend(chain.iter().map(|c| (*c).clone()));
+    ClientIdentity { certificate_chain, key: leaf.key.clone_key() }
+}
+
+fn with_identity(identity: ClientIdentity) -> Option<TlsConfig> {
+    Some(TlsConfig { ca_certificates: None, client_identity: Some(identity) })
+}
+
+#[test]
+fn export_https_endpoints_use_tls() {
+    let none = OtlpFlags::default();
+    assert_eq!(
+        both(&[(ENDPOINT, "https://c:4318/otlp/")], &none),
+        (https("https://c:4318/otlp/v1/traces"), https("https://c:4318/otlp/v1/metrics"))
+    );
+    assert_eq!(
+        both(&[(ENDPOINT, "https://c:4317"), (PROTOCOL, "grpc")], &none),
+        (grpc_tls("https://c:4317"), grpc_tls("https://c:4317"))
+    );
+    // Per signal: TLS for one, plaintext for the other.
+    assert_eq!(
+        both(&[(ENDPOINT, "http://c:4318"), ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "https://t/v1/traces")], &none),
+        (https("https://t/v1/traces"), http("http://c:4318/v1/metrics"))
+    );
+    let flags = OtlpFlags { metrics_endpoint: Some("https://[::1]:4318/m".to_owned()), ..OtlpFlags::default() };
+    assert_eq!(both(&[], &flags), (http("http://localhost:4318/v1/traces"), https("https://[::1]:4318/m")));
+}
+
+#[test]
+fn export_grpc_endpoint_without_scheme_is_tls_unless_insecure() {
+    let g = |vars: &[(&str, &str)]| {
+        both(&[&[(ENDPOINT, "c:4317"), (PROTOCOL, "grpc")], vars].concat(), &OtlpFlags::default())
+    };
+    let (secure, plain) = (grpc_tls("https://c:4317"), grpc("http://c:4317"));
+    assert_eq!(g(&[]), (secure.clone(), secure.clone()));
+    assert_eq!(g(&[(INSECURE, "true")]), (plain.clone(), plain.clone()));
+    assert_eq!(g(&[(INSECURE, " True ")]), (plain.clone(), plain.clone()));
+    assert_eq!(g(&[(INSECURE, "false")]), (secure.clone(), secure.clone()));
+    // Not a boolean: false, as the SDK specification says (with a warning).
+    assert_eq!(g(&[(INSECURE, "1")]), (secure.clone(), secure.clone()));
+    assert_eq!(g(&[(INSECURE, "")]), (secure.clone(), secure.clone()));
+    // Per signal wins.
+    assert_eq!(
+        g(&[(INSECURE, "true"), ("OTEL_EXPORTER_OTLP_METRICS_INSECURE", "false")]),
+        (plain.clone(), secure.clone())
+    );
+    assert_eq!(g(&[("OTEL_EXPORTER_OTLP_TRACES_INSECURE", "true")]), (plain.clone(), secure.clone()));
+    // A scheme wins over INSECURE either way.
+    let none = OtlpFlags::default();
+    assert_eq!(
+        both(&[(ENDPOINT, "https://c:4317"), (PROTOCOL, "grpc"), (INSECURE, "true")], &none),
+        (secure.clone(), secure)
+    );
+    assert_eq!(
+        both(&[(ENDPOINT, "http://c:4317"), (PROTOCOL, "grpc"), (INSECURE, "false")], &none),
+        (plain.clone(), plain)
+    );
+    assert_eq!(
+        both(&[(ENDPOINT, "[::1]:4317"), (PROTOCOL, "grpc"), (INSECURE, "true")], &none).0,
+        grpc("http://[::1]:4317")
+    );
+    // The flag too.
+    let flags = OtlpFlags {
+        traces_endpoint: Some("t:4317".to_owned()),
+        protocol: Some("grpc".to_owned()),
+        ..OtlpFlags::default()
+    };
+    assert_eq!(both(&[], &flags), (grpc_tls("https://t:4317"), grpc("http://localhost:4317")));
+}
+
+#[test]
+fn export_tls_certificate_precedence() {
+    let dir = TempDir::new();
+    let (a, b, c) = (Ca::new("a"), Ca::new("b"), Ca::new("c"));
+    let (pa, pb, pc) = (dir.write("a.pem", a.pem()), dir.write("b.pem", b.pem()), dir.write("c.pem", c.pem()));
+    let bundle = dir.write("bundle.pem", format!("{}\n{}", a.pem(), b.pem()));
+    let none = OtlpFlags::default();
+    assert_eq!(both_tls(&[], &none), (Some(TlsConfig::default()), Some(TlsConfig::default())));
+    assert_eq!(both_tls(&[(CERTIFICATE, &pa)], &none), (trusting(&[&a]), trusting(&[&a])));
+    assert_eq!(
+        both_tls(&[(CERTIFICATE, &pa), ("OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE", &pb)], &none),
+        (trusting(&[&b]), trusting(&[&a]))
+    );
+    assert_eq!(
+        both_tls(&[("OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE", &pb)], &none),
+        (Some(TlsConfig::default()), trusting(&[&b]))
+    );
+    // The flag wins over both variables.
+    let flags = OtlpFlags { certificate: Some(pc.clone().into()), ..OtlpFlags::default() };
+    assert_eq!(
+        both_tls(&[(CERTIFICATE, &pa), ("OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE", &pb)], &flags),
+        (trusting(&[&c]), trusting(&[&c]))
+    );
+    // Every certificate of a bundle, in order; the path trimmed.
+    assert_eq!(both_tls(&[(CERTIFICATE, &bundle)], &none), (trusting(&[&a, &b]), trusting(&[&a, &b])));
+    assert_eq!(both_tls(&[(CERTIFICATE, &format!(" {pa} "))], &none).0, trusting(&[&a]));
+}
+
+#[test]
+fn export_tls_files_are_not_read_for_plaintext_endpoints() {
+    let none = OtlpFlags::default();
+    let missing = "/nonexistent/x.pem";
+    let tls_vars = [(CERTIFICATE, missing), (CLIENT_KEY, missing), (CLIENT_CERTIFICATE, missing)];
+    let (t, m) = both(&[&[(ENDPOINT, "http://c:4318")], &tls_vars[..]].concat(), &none);
+    assert_eq!((t.tls, m.tls), (None, None));
+    let (t, m) =
+        both(&[&[(ENDPOINT, "c:4317"), (PROTOCOL, "grpc"), (INSECURE, "true")], &tls_vars[..]].concat(), &none);
+    assert_eq!((t.tls, m.tls), (None, None));
+    // Only the signal that uses TLS reads its files.
+    let (t, m) = both(
+        &[
+            (ENDPOINT, "http://c:4318"),
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "https://t/v1/traces"),
+            ("OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE", missing),
+        ],
+        &none,
+    );
+    assert_eq!((t.tls, m.tls), (Some(TlsConfig::default()), None));
+}
+
+#[test]
+fn export_tls_client_identity() {
+    let dir = TempDir::new();
+    let ca = Ca::new("ca");
+    let (id, other) = (ca.client("kscope"), ca.client("other"));
+    let (key, cert) = (dir.write("key.pem", &id.key_pem), dir.write("cert.pem", &id.certificate_pem));
+    let (other_key, other_cert) = (dir.write("ok.pem", &other.key_pem), dir.write("oc.pem", &other.certificate_pem));
+    let chain = dir.write("chain.pem", format!("{}{}", id.certificate_pem, ca.pem()));
+    let ca_file = dir.write("ca.pem", ca.pem());
+    let none = OtlpFlags::default();
+
+    let mine = with_identity(identity(&id, &[]));
+    assert_eq!(both_tls(&[(CLIENT_KEY, &key), (CLIENT_CERTIFICATE, &cert)], &none), (mine.clone(), mine.clone()));
+    // Per signal wins, key and certificate each.
+    assert_eq!(
+        both_tls(
+            &[
+                (CLIENT_KEY, &key),
+                (CLIENT_CERTIFICATE, &cert),
+                ("OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY", &other_key),
+                ("OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE", &other_cert),
+            ],
+            &none
+        ),
+        (with_identity(identity(&other, &[])), mine.clone())
+    );
+    // Flags win over both.
+    let flags = OtlpFlags {
+        client_key: Some(other_key.clone().into()),
+        client_certificate: Some(other_cert.clone().into()),
+        ..OtlpFlags::default()
+    };
+    assert_eq!(
+        both_tls(&[(CLIENT_KEY, &key), ("OTEL_EXPORTER_OTLP_METRICS_CLIENT_CERTIFICATE", &cert)], &flags),
+        (with_identity(identity(&other, &[])), with_identity(identity(&other, &[])))
+    );
+    // A chain is sent whole; with a CA to trust as well.
+    let ca_der = ca.der();
+    assert_eq!(
+        both_tls(&[(CLIENT_KEY, &key), (CLIENT_CERTIFICATE, &chain), (CERTIFICATE, &ca_file)], &none).0,
+        Some(TlsConfig { ca_certificates: Some(vec![ca.der()]), client_identity: Some(identity(&id, &[&ca_der])) })
+    );
+    // The key is not printed.
+    let debug = format!("{:?}", identity(&id, &[]));
+    assert!(debug.contains("[secret key elided]"), "{debug}");
+}
+
+#[test]
+fn export_tls_file_errors_name_the_variable_and_path() {
+    let dir = TempDir::new();
+    let ca = Ca::new("ca");
+    let (id, other) = (ca.client("kscope"), ca.client("other"));
+    let (key, cert) = (dir.write("key.pem", &id.key_pem), dir.write("cert.pem", &id.certificate_pem));
+    let other_key = dir.write("other-key.pem", &other.key_pem);
+    let empty = dir.write("empty.pem", "");
+    let text = dir.write("text.pem", "not PEM at all\n");
+    let truncated = dir.write("truncated.pem", "-----BEGIN CERTIFICATE-----\nMIIB\n");
+    let not_base64 = dir.write("base64.pem", "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n");
+    let not_der = dir.write("der.pem", "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n");
+    let directory = dir.path().to_str().unwrap().to_owned();
+    let e = |vars: &[(&str, &str)]| error(&[&[(ENDPOINT, "https://c:4318")], vars].concat());
+
+    let missing = "/nonexistent/ca.pem";
+    let not_found = "cannot read it: No such file or directory (os error 2)";
+    assert_eq!(e(&[(CERTIFICATE, missing)]), err(CERTIFICATE, missing, not_found));
+    assert_eq!(
+        e(&[(CERTIFICATE, missing)]).to_string(),
+        "OTEL_EXPORTER_OTLP_CERTIFICATE=\"/nonexistent/ca.pem\": cannot read it: No such file or directory (os error 2)"
+    );
+    assert_eq!(
+        e(&[(CERTIFICATE, &directory)]),
+        err(CERTIFICATE, &directory, "cannot read it: Is a directory (os error 21)")
+    );
+    let no_certificate = "no CERTIFICATE in the PEM file";
+    assert_eq!(e(&[(CERTIFICATE, &empty)]), err(CERTIFICATE, &empty, no_certificate));
+    assert_eq!(e(&[(CERTIFICATE, &text)]), err(CERTIFICATE, &text, no_certificate));
+    assert_eq!(e(&[(CERTIFICATE, &key)]), err(CERTIFICATE, &key, no_certificate));
+    assert_eq!(
+        e(&[("OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE", &truncated)]),
+        err(
+            "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
+            &truncated,
+            r#"not a valid PEM file: no "-----END CERTIFICATE-----" line"#
+        )
+    );
+    assert_eq!(
+        e(&[(CERTIFICATE, &not_base64)]),
+        err(CERTIFICATE, &not_base64, "not a valid PEM file: base64 decode error: InvalidCharacter(33)")
+    );
+    assert_eq!(
+        e(&[("OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE", &not_der)]),
+        err(
+            "OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE",
+            &not_der,
+            "certificate 1 of 1 is not a usable CA certificate: BadEncoding"
+        )
+    );
+
+    // Key and certificate come together.
+    assert_eq!(
+        e(&[(CLIENT_KEY, &key)]),
+        err(CLIENT_KEY, &key, "a client key needs its certificate: OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE is not set")
+    );
+    assert_eq!(
+        e(&[("OTEL_EXPORTER_OTLP_METRICS_CLIENT_CERTIFICATE", &cert)]),
+        err(
+            "OTEL_EXPORTER_OTLP_METRICS_CLIENT_CERTIFICATE",
+            &cert,
+            "a client certificate needs its key: OTEL_EXPORTER_OTLP_METRICS_CLIENT_KEY is not set"
+        )
+    );
+    let flags = OtlpFlags {
+        endpoint: Some("https://c:4318".to_owned()),
+        client_key: Some(key.clone().into()),
+        ..OtlpFlags::default()
+    };
+    assert_eq!(
+        resolve(&[], &flags),
+        Err(err("--otlp-client-key", &key, "a client key needs its certificate: --otlp-client-certificate is not set"))
+    );
+    assert_eq!(
+        e(&[(CLIENT_KEY, &cert), (CLIENT_CERTIFICATE, &cert)]),
+        err(CLIENT_KEY, &cert, "no unencrypted PRIVATE KEY, RSA PRIVATE KEY or EC PRIVATE KEY in the PEM file")
+    );
+    assert_eq!(e(&[(CLIENT_KEY, &key), (CLIENT_CERTIFICATE, &key)]), err(CLIENT_CERTIFICATE, &key, no_certificate));
+    assert_eq!(e(&[(CLIENT_KEY, missing), (CLIENT_CERTIFICATE, &cert)]), err(CLIENT_KEY, missing, not_found));
+    let garbage_key = dir.write("garbage-key.pem", "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n");
+    assert_eq!(
+        e(&[(CLIENT_KEY, &garbage_key), (CLIENT_CERTIFICATE, &cert)]),
+        err(CLIENT_KEY, &garbage_key, "failed to parse private key as RSA, ECDSA, or EdDSA: not a key kscope can use")
+    );
+    assert_eq!(
+        e(&[(CLIENT_KEY, &other_key), (CLIENT_CERTIFICATE, &cert)]),
+        err(
+            CLIENT_KEY,
+            &other_key,
+            &format!("not usable with the client certificate {cert}: the key is not the certificate's")
+        )
     );
 }
