@@ -5,14 +5,16 @@
 pub mod btf;
 pub mod tracefs;
 
-use std::{collections::BTreeSet, path::Path};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::Path,
+};
 
 use kscope_common::{KernelOffsets, TracepointLayout};
 
 use self::{btf::KernelBtf, tracefs::Tracefs};
 
 const KPROBE_PMU: &str = "/sys/bus/event_source/devices/kprobe/type";
-const KALLSYMS: &str = "/proc/kallsyms";
 
 /// The facts the hook-form choice depends on, as plain data so the choice
 /// can be tested from a made-up kernel.
@@ -27,8 +29,10 @@ pub struct KernelFeatures {
     pub btf: Result<(), String>,
     /// Functions present in the kernel's BTF (fentry targets), among those asked about.
     pub btf_functions: BTreeSet<String>,
-    /// Functions present in kallsyms (kprobe targets), among those asked about.
-    pub kallsyms_functions: BTreeSet<String>,
+    /// Of the functions asked about (kprobe targets), whether a kprobe can
+    /// use each by its plain name, and if not why: absent (inlined),
+    /// present only as a compiler clone (`.isra.0`), or not traceable.
+    pub kprobe_functions: BTreeMap<String, Result<(), String>>,
     pub offsets: KernelOffsets,
     /// Members whose offsets could not be resolved, one message each.
     pub offset_errors: Vec<String>,
@@ -88,7 +92,7 @@ impl KernelFeatures {
             tracepoints,
             btf,
             btf_functions,
-            kallsyms_functions: kallsyms_functions(&wanted.functions),
+            kprobe_functions: kprobe_functions(&wanted.functions),
             offsets,
             offset_errors,
             tracepoint_layout,
@@ -97,23 +101,56 @@ impl KernelFeatures {
     }
 }
 
-/// Which of `wanted` are text symbols in /proc/kallsyms (so not inlined
-/// away and kprobe-able). Module symbols carry a `[module]` suffix; a
-/// function name may also carry a compiler suffix (`.isra.0`), which
-/// kprobes cannot use by the plain name, so those do not count.
-fn kallsyms_functions(wanted: &BTreeSet<String>) -> BTreeSet<String> {
-    let Ok(text) = std::fs::read_to_string(KALLSYMS) else {
-        return BTreeSet::new();
+/// Whether a kprobe can go on each of `wanted` by its plain name, as the
+/// symbol resolver's attach-point lookup sees this kernel's kallsyms.
+fn kprobe_functions(wanted: &BTreeSet<String>) -> BTreeMap<String, Result<(), String>> {
+    use symbol_resolver::KernelFunctions;
+    let functions = match KernelFunctions::load_default() {
+        Ok(f) => f,
+        Err(err) => return wanted.iter().map(|w| (w.clone(), Err(format!("cannot read kallsyms: {err}")))).collect(),
     };
-    text.lines()
-        .filter_map(|line| {
-            let mut parts = line.split_whitespace();
-            let _addr = parts.next()?;
-            let kind = parts.next()?;
-            let name = parts.next()?;
-            matches!(kind, "t" | "T").then_some(name)
+    wanted
+        .iter()
+        .map(|name| {
+            let lookup = functions.lookup(name);
+            // ftrace's list does not bind kprobes (they need no ftrace entry),
+            // so only presence under the plain name matters here.
+            let verdict = match lookup.exact() {
+                Some(_) => Ok(()),
+                None if lookup.exists() => {
+                    let names: Vec<&str> = lookup.candidates.iter().map(|c| c.name.as_str()).collect();
+                    Err(format!("{name} is only in this kernel as {} (a compiler clone)", names.join(", ")))
+                }
+                None => Err(format!("{name} is not in this kernel (inlined or absent)")),
+            };
+            (name.clone(), verdict)
         })
-        .filter(|name| wanted.contains(*name))
-        .map(str::to_owned)
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kprobe_targets_are_judged_by_this_kernels_kallsyms() {
+        let kallsyms = std::fs::read_to_string("/proc/kallsyms").unwrap();
+        let names: BTreeSet<&str> = kallsyms.lines().filter_map(|l| l.split_whitespace().nth(2)).collect();
+        // A function this kernel has only as a compiler clone.
+        let clone = names
+            .iter()
+            .filter_map(|n| n.strip_suffix(".isra.0"))
+            .find(|stem| !names.contains(stem) && !stem.contains('.'))
+            .expect("some .isra.0 clone without its plain name");
+        let wanted: BTreeSet<String> =
+            ["tcp_v4_rcv", "kscope_no_such_function", clone].iter().map(|s| (*s).to_owned()).collect();
+        let verdicts = kprobe_functions(&wanted);
+        assert_eq!(verdicts["tcp_v4_rcv"], Ok(()));
+        assert_eq!(
+            verdicts["kscope_no_such_function"],
+            Err("kscope_no_such_function is not in this kernel (inlined or absent)".to_owned())
+        );
+        let why = verdicts[clone].clone().unwrap_err();
+        assert!(why.starts_with(&format!("{clone} is only in this kernel as {clone}.isra.0")), "{why}");
+    }
 }

@@ -207,9 +207,11 @@ pub fn precheck(form: &FormSpec, features: &KernelFeatures) -> Result<(), String
     }
     for program in form.programs {
         match program.attach {
-            Attach::Kprobe(f) | Attach::Kretprobe(f) if !features.kallsyms_functions.contains(f) => {
-                return Err(format!("{f} is not in /proc/kallsyms (inlined or absent)"));
-            }
+            Attach::Kprobe(f) | Attach::Kretprobe(f) => match features.kprobe_functions.get(f) {
+                Some(Ok(())) => {}
+                Some(Err(why)) => return Err(why.clone()),
+                None => return Err(format!("{f} was not looked up in kallsyms")),
+            },
             Attach::Fentry(f) | Attach::Fexit(f) if !features.btf_functions.contains(f) => {
                 return Err(format!("{f} is not a function in the kernel's BTF"));
             }

@@ -14,7 +14,7 @@ fn full_kernel() -> KernelFeatures {
         tracepoints: wanted.tracepoints.iter().map(|(c, n)| format!("{c}:{n}")).collect(),
         btf: Ok(()),
         btf_functions: wanted.functions.clone(),
-        kallsyms_functions: wanted.functions.clone(),
+        kprobe_functions: wanted.functions.iter().map(|f| (f.clone(), Ok(()))).collect(),
         offsets: KernelOffsets::missing(),
         offset_errors: Vec::new(),
         tracepoint_layout: TracepointLayout::missing(),
