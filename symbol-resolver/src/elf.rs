@@ -233,7 +233,10 @@ impl SymbolTable {
     fn find(&self, addr: u64) -> Option<&TableSym> {
         let after = self.syms.partition_point(|s| s.addr <= addr);
         let nearest = self.syms.get(after.checked_sub(1)?)?.addr;
-        let group = self.syms.partition_point(|s| s.addr < nearest);
+        // Walk back over the aliases at `nearest`: a few at most, where a
+        // second binary search would cost a cache miss per step.
+        let group = self.syms.get(..after)?.iter().rev().take_while(|s| s.addr == nearest).count();
+        let group = after - group;
         let covers = |s: &&TableSym| addr < s.end;
         if let Some(found) = self.syms.get(group..after)?.iter().find(covers) {
             return Some(found);

@@ -213,8 +213,9 @@ impl Kallsyms {
         if nearest.addr == 0 || (self.core_top == Some(nearest.addr) && addr > nearest.addr) {
             return None;
         }
-        let first = self.entries.partition_point(|e| e.addr < nearest.addr);
-        self.entries.get(first).map(|e| self.symbol(e))
+        // The first alias at that address: walk back rather than search again.
+        let aliases = self.entries.get(..after)?.iter().rev().take_while(|e| e.addr == nearest.addr).count();
+        self.entries.get(after - aliases).map(|e| self.symbol(e))
     }
 
     /// The address of the first symbol with this name.
