@@ -14,6 +14,7 @@ pub mod kernel;
 pub mod loader;
 pub mod output;
 pub mod preflight;
+pub mod profile;
 pub mod recording;
 pub mod run;
 pub mod sensors;

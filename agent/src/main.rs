@@ -101,6 +101,8 @@ enum Command {
         #[arg(long, value_enum, default_value_t = OutputFormat::Console)]
         output: OutputFormat,
     },
+    /// Sample CPU stacks (kernel and user) and write folded stacks and a flame graph.
+    Profile(kscope::profile::ProfileArgs),
 }
 
 /// OTLP and Prometheus export. Each OTLP flag wins over its
@@ -264,6 +266,7 @@ fn main() -> ExitCode {
                 .and_then(|rt| rt.block_on(run::run(opts)))
         }
         Command::Probe { output } => probe(output),
+        Command::Profile(args) => kscope::profile::run(&args),
         Command::Symbolize { kernel: _, pid, elf, output, addresses } => {
             let target = match (pid, elf) {
                 (Some(pid), _) => kscope::symbolize::Target::Process(pid),

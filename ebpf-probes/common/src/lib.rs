@@ -6,6 +6,8 @@
 //! so no type has implicit padding (which `aya::Pod` would make unsound).
 #![no_std]
 
+pub mod profile;
+
 /// Length of a task's `comm`, as in the kernel's `TASK_COMM_LEN`.
 pub const COMM_LEN: usize = 16;
 /// Bytes of an exec's filename that the kernel program copies.

@@ -7,6 +7,7 @@
 mod emit;
 mod kernel;
 mod process;
+mod profile;
 mod socket_data;
 mod tcp;
 

@@ -1,0 +1,1 @@
+//! CPU profiler: perf-event sampling of kernel and user stacks.
