@@ -154,7 +154,7 @@ impl ConnTable {
         match event {
             Event::Data(data) => self.on_data(data, out),
             Event::Tcp(tcp) => self.on_tcp(tcp, out),
-            Event::Exec(_) | Event::Exit(_) => {}
+            Event::Exec(_) | Event::Exit(_) | Event::Retransmit(_) => {}
         }
     }
 

@@ -7,7 +7,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use bytes::Bytes;
 use kscope_common::{
     AF_INET, AF_INET6, COMM_LEN, DATA_CAPTURE_MAX, DataDirection, DataSource, EventHeader, EventKind, HookFormId,
-    IPPROTO_TCP, IPPROTO_UDP, ProcessExecEvent, ProcessExitEvent, SocketDataHeader, TcpEvent, TcpRole,
+    IPPROTO_TCP, IPPROTO_UDP, KERNEL_STACK_FRAMES, ProcessExecEvent, ProcessExitEvent, SocketDataHeader, TcpEvent,
+    TcpRetransmitEvent, TcpRole,
 };
 use kscope_protocols::{Direction, Transport};
 
@@ -33,6 +34,8 @@ pub enum DecodeError {
     UnknownSource(u32),
     #[error("unknown socket protocol {0}")]
     UnknownProtocol(u32),
+    #[error("kernel stack of {0} bytes: not a whole number of frames within the record")]
+    BadStackLength(u32),
     #[error("captured length {captured} exceeds the record ({available} bytes follow the header) or the total {total}")]
     BadCaptureLength { captured: u32, available: usize, total: u64 },
 }
@@ -54,6 +57,7 @@ pub enum Event {
     Exit(ExitEvent),
     Tcp(TcpConnEvent),
     Data(SocketData),
+    Retransmit(Retransmit),
 }
 
 impl Event {
@@ -63,6 +67,7 @@ impl Event {
             Self::Exit(e) => &e.origin,
             Self::Tcp(e) => &e.origin,
             Self::Data(e) => &e.origin,
+            Self::Retransmit(e) => &e.origin,
         }
     }
 }
@@ -123,6 +128,59 @@ pub struct TcpConnEvent {
     pub bytes_sent: u64,
     pub bytes_received: u64,
     pub duration_ns: u64,
+}
+
+/// A retransmitted TCP segment. `origin` is the connection's owner when
+/// the TCP sensor knew it, else pid 0.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retransmit {
+    pub origin: Origin,
+    pub sock_id: u64,
+    /// The kernel's TCP state number (`include/net/tcp_states.h`).
+    pub state: u32,
+    pub local: (IpAddr, u16),
+    pub remote: (IpAddr, u16),
+    /// Kernel return addresses, innermost first.
+    pub stack: Vec<u64>,
+    /// `stack` symbolized (`tcp_retransmit_skb+0x1c`), filled after
+    /// decoding by [`crate::stacks::KernelStacks`]; empty until then.
+    pub frames: Vec<std::sync::Arc<str>>,
+}
+
+/// The name of a TCP state number, as `ss` prints it.
+pub fn tcp_state_name(state: u32) -> &'static str {
+    match state {
+        1 => "ESTABLISHED",
+        2 => "SYN_SENT",
+        3 => "SYN_RECV",
+        4 => "FIN_WAIT1",
+        5 => "FIN_WAIT2",
+        6 => "TIME_WAIT",
+        7 => "CLOSE",
+        8 => "CLOSE_WAIT",
+        9 => "LAST_ACK",
+        10 => "LISTEN",
+        11 => "CLOSING",
+        12 => "NEW_SYN_RECV",
+        _ => "UNKNOWN",
+    }
+}
+
+fn retransmit(bytes: &[u8], origin: Origin) -> Result<Retransmit, DecodeError> {
+    let raw: TcpRetransmitEvent = record(bytes, EventKind::TcpRetransmit)?;
+    let frames = raw.stack_bytes as usize / 8;
+    if raw.stack_bytes % 8 != 0 || frames > KERNEL_STACK_FRAMES {
+        return Err(DecodeError::BadStackLength(raw.stack_bytes));
+    }
+    Ok(Retransmit {
+        origin,
+        sock_id: raw.sock_id,
+        state: raw.state,
+        local: (address(raw.family, raw.local_addr)?, raw.local_port),
+        remote: (address(raw.family, raw.remote_addr)?, raw.remote_port),
+        stack: raw.stack[..frames].to_vec(),
+        frames: Vec::new(),
+    })
 }
 
 /// Copies a `#[repr(C)]` plain-data record out of `bytes` (which may be
@@ -310,6 +368,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
             }))
         }
         EventKind::SocketData => socket_data(bytes, origin).map(Event::Data),
+        EventKind::TcpRetransmit => retransmit(bytes, origin).map(Event::Retransmit),
     }
 }
 

@@ -9,6 +9,7 @@
 
 pub mod conntrack;
 pub mod decode;
+pub mod drops;
 pub mod export;
 pub mod kernel;
 pub mod loader;
@@ -18,6 +19,7 @@ pub mod profile;
 pub mod recording;
 pub mod run;
 pub mod sensors;
+pub mod stacks;
 pub mod stats;
 pub mod symbolize;
 pub mod telemetry;

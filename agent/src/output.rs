@@ -221,6 +221,21 @@ enum Detail<'a> {
     Exit { ppid: u32, exit_code: Option<u8>, signal: Option<u8>, lifetime_ns: u64 },
     Tcp(TcpDetail),
     Data(DataDetail<'a>),
+    Retransmit(RetransmitDetail<'a>),
+}
+
+/// A retransmit: the connection and the kernel stack, symbolized (the raw
+/// addresses are not printed: they would give away the kernel's KASLR
+/// offset).
+#[derive(Serialize)]
+struct RetransmitDetail<'a> {
+    sock_id: SockToken,
+    state: &'static str,
+    local_addr: IpAddr,
+    local_port: u16,
+    remote_addr: IpAddr,
+    remote_port: u16,
+    stack: Vec<&'a str>,
 }
 
 /// A data event's metadata (`--data-events`); never its payload.
@@ -307,6 +322,18 @@ fn record<'a>(event: &'a Event, clock: &Clock) -> EventRecord<'a> {
                     duration_ns: t.duration_ns,
                     never_established: t.never_established,
                 }),
+            }),
+        ),
+        Event::Retransmit(r) => (
+            "tcp.retransmit",
+            Detail::Retransmit(RetransmitDetail {
+                sock_id: SockToken::of(r.sock_id),
+                state: crate::decode::tcp_state_name(r.state),
+                local_addr: r.local.0,
+                local_port: r.local.1,
+                remote_addr: r.remote.0,
+                remote_port: r.remote.1,
+                stack: r.frames.iter().map(|f| &**f).collect(),
             }),
         ),
         Event::Data(d) => (
@@ -406,6 +433,16 @@ pub fn event_line(event: &Event, clock: &Clock) -> String {
             d.total_len,
             d.data.len()
         ),
+        Event::Retransmit(r) => {
+            let stack: Vec<&str> = r.frames.iter().map(|f| &**f).collect();
+            format!(
+                "{time} retrans {who} {} -> {} state={} stack={}",
+                endpoint(&r.local),
+                endpoint(&r.remote),
+                crate::decode::tcp_state_name(r.state),
+                stack.join(" <- ")
+            )
+        }
         Event::Tcp(t) => {
             let arrow = format!("{} -> {}", endpoint(&t.local), endpoint(&t.remote));
             let role = role(t.role).unwrap_or("unknown");
@@ -724,6 +761,36 @@ pub struct StatsRecord {
     /// Spans and metrics made and exported (summary only, when exporting).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub export: Option<crate::run::ExportSummary>,
+    /// Packet drops by reason and location (summary only, with the drop sensor).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drops: Option<crate::drops::DropSummary>,
+}
+
+/// A drop record as JSON: `{"type":"drop", …}`.
+pub fn drop_json(record: &crate::drops::DropRecord, now_unix_ns: u64) -> String {
+    #[derive(Serialize)]
+    struct DropJson<'a> {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        time_unix_nano: u64,
+        #[serde(flatten)]
+        record: &'a crate::drops::DropRecord,
+    }
+    serde_json::to_string(&DropJson { kind: "drop", time_unix_nano: now_unix_ns, record }).unwrap_or_default()
+}
+
+/// `12:00:01.000 drop    12 packets NO_SOCKET at tcp_v4_rcv+0x2a5 (ipv4), 40 in all`.
+pub fn drop_line(record: &crate::drops::DropRecord, now_unix_ns: u64) -> String {
+    format!(
+        "{} drop    {} packet{} {} at {} ({}), {} in all",
+        wall_time(now_unix_ns),
+        record.count,
+        if record.count == 1 { "" } else { "s" },
+        record.reason,
+        record.location,
+        record.protocol,
+        record.total
+    )
 }
 
 pub fn unix_now_ns() -> u64 {
@@ -751,6 +818,17 @@ pub fn stats_lines(stats: &StatsRecord) -> Vec<String> {
         lines.push(format!(
             "  sensor {:<12} emitted={} emit_failed={} table_full={} unreported={}",
             s.sensor, s.emitted, s.emit_failed, s.table_full, s.unreported
+        ));
+    }
+    if let Some(drops) = &stats.drops {
+        let top: Vec<String> =
+            drops.top.iter().map(|d| format!("{} {} at {} ({})", d.total, d.reason, d.location, d.protocol)).collect();
+        lines.push(format!(
+            "  dropped {} packets ({} untracked, map full){}{}",
+            drops.counted + drops.untracked,
+            drops.untracked,
+            if top.is_empty() { "" } else { ": " },
+            top.join(", ")
         ));
     }
     if stats.bpf_stats_enabled {

@@ -13,13 +13,14 @@ use aya::{
     maps::PerCpuArray,
     sys::{Stats, enable_stats},
 };
-use kscope_common::{SocketDataConfig, names};
+use kscope_common::{SocketDataConfig, counter_slot, names};
 use kscope_protocols::Privacy;
 use tokio::{signal::unix::SignalKind, sync::mpsc};
 
 use crate::{
     conntrack::{ConnCounts, ConnTable, ExchangeRecord},
     decode::Event,
+    drops::{DropRecord, DropWatch},
     export::{
         MetricsSource, SpanItem,
         otlp::{ExportCounts, ExportCountsSnapshot, MetricsExporter, OtlpConfig, SpanExporter, SpanSender},
@@ -31,6 +32,7 @@ use crate::{
     preflight,
     recording::Recorder,
     sensors::{self, HookForm, SENSORS, Search, SensorChoice},
+    stacks::KernelStacks,
     stats::{LossLedger, ProgramStats, SensorCounts},
     telemetry::{
         Telemetry, TelemetryOptions,
@@ -173,9 +175,18 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     if choices.iter().all(|c| c.chosen.is_none()) {
         bail!("no sensor could start on kernel {}; `kscope probe` shows why", features.release);
     }
+    let mut drop_watch = match choices.iter().any(|c| c.sensor == sensors::drops::SENSOR.name && c.chosen.is_some()) {
+        true => match ebpf.take_map(names::DROPS).map(|map| DropWatch::new(map, possible)) {
+            Some(Ok(watch)) => Some(watch),
+            Some(Err(err)) => bail!("cannot read the packet drop counts: {err:#}"),
+            None => bail!("the eBPF object has no {} map", names::DROPS),
+        },
+        false => None,
+    };
     let l7 = Arc::new(Mutex::new(ConnCounts::default()));
     let table = ConnTable::new(opts.connections, IDLE_CONNECTION_NS, opts.privacy);
     let sink = Sink { format: opts.output, clock, data_events: opts.data_events };
+    let sink_clock = clock;
     let mut exporters = Exporters::start(&opts.export, clock, prometheus);
     let writer = tokio::spawn(write_events(
         events,
@@ -205,6 +216,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let mut interval = tokio::time::interval(opts.stats_interval);
     interval.tick().await;
     let mut health_tick = tokio::time::interval(HEALTH_INTERVAL);
+    let mut drop_tick = tokio::time::interval(DROP_INTERVAL);
     let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())?;
     let deadline = async {
         match opts.duration {
@@ -225,6 +237,11 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             _ = health_tick.tick(), if exporters.metrics_wanted() => {
                 exporters.record_health(&meters("stats", &ebpf), &choices, events_waiting());
             }
+            _ = drop_tick.tick(), if drop_watch.is_some() => {
+                if let Some(watch) = &mut drop_watch {
+                    report_drops(&watch.poll(), &sink_clock, opts.output, &exporters)?;
+                }
+            }
         }
     }
 
@@ -241,6 +258,11 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let mut summary = meters("summary", &ebpf);
     // Program costs as they were while attached.
     summary.programs = summary_programs.programs;
+    if let Some(watch) = &mut drop_watch {
+        report_drops(&watch.poll(), &sink_clock, opts.output, &exporters)?;
+        let count = |slot| kernel_counter(&ebpf, slot, possible);
+        summary.drops = Some(watch.summary(count(counter_slot::DROPS_COUNTED), count(counter_slot::DROPS_UNTRACKED)));
+    }
     if exporters.metrics_wanted() {
         exporters.record_health(&summary, &choices, 0);
     }
@@ -332,14 +354,7 @@ fn collect_stats(kind: &'static str, meters: &Meters<'_>) -> StatsRecord {
             }
         }
     }
-    let counters = ebpf.map(names::EVENTS_EMITTED).and_then(|map| PerCpuArray::<_, u64>::try_from(map).ok());
-    let count = |slot: u32| -> u64 {
-        counters
-            .as_ref()
-            .and_then(|c| c.get(&slot, 0).ok())
-            .map(|values| values.iter().take(possible_cpus).sum())
-            .unwrap_or(0)
-    };
+    let count = |slot: u32| kernel_counter(ebpf, slot, possible_cpus);
     let sensors = SENSORS
         .iter()
         .map(|s| SensorCounts {
@@ -362,7 +377,46 @@ fn collect_stats(kind: &'static str, meters: &Meters<'_>) -> StatsRecord {
         ledger: snapshot,
         l7: *l7.lock().unwrap_or_else(std::sync::PoisonError::into_inner),
         export: None,
+        drops: None,
     }
+}
+
+/// One of the kernel programs' `EVENTS_EMITTED` counters, summed over CPUs.
+fn kernel_counter(ebpf: &Ebpf, slot: u32, possible_cpus: usize) -> u64 {
+    ebpf.map(names::EVENTS_EMITTED)
+        .and_then(|map| PerCpuArray::<_, u64>::try_from(map).ok())
+        .and_then(|c| c.get(&slot, 0).ok())
+        .map(|values| values.iter().take(possible_cpus).sum())
+        .unwrap_or(0)
+}
+
+/// How often the kernel's packet drop counts are read.
+const DROP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Prints the drop records (on stdout, with the events) and counts them
+/// into the metrics.
+fn report_drops(
+    records: &[DropRecord],
+    clock: &Clock,
+    format: OutputFormat,
+    exporters: &Exporters,
+) -> anyhow::Result<()> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    let now = output::unix_now_ns();
+    let mut out = std::io::stdout().lock();
+    for record in records {
+        let line = match format {
+            OutputFormat::Json => output::drop_json(record, now),
+            OutputFormat::Console => output::drop_line(record, now),
+        };
+        // A closed stdout is not an error for the run: the counts go on.
+        let _ = output::write_line(&mut out, &line);
+    }
+    let _ = out.flush();
+    exporters.record_drops(records, clock.unix_nanos(output::monotonic_now_ns()));
+    Ok(())
 }
 
 /// How long an event waits for earlier ones from other CPUs: longer than
@@ -383,6 +437,7 @@ async fn write_events(
     mut stage: Option<TelemetryStage>,
 ) {
     let mut reorder = output::Reorder::new(capacity);
+    let mut stacks: Option<KernelStacks> = None;
     let mut spans = Vec::new();
     let mut batch = Vec::with_capacity(256);
     let mut tick = tokio::time::interval(Duration::from_millis(50));
@@ -400,7 +455,11 @@ async fn write_events(
         }
         let now = output::monotonic_now_ns();
         let until = if open { now.saturating_sub(REORDER_WINDOW_NS) } else { u64::MAX };
-        let ready = reorder.ready(until);
+        let mut ready = reorder.ready(until);
+        if ready.iter().any(|e| matches!(e, Event::Retransmit(_))) {
+            // Parsed on first need: kallsyms costs tens of milliseconds.
+            stacks.get_or_insert_with(KernelStacks::default).symbolize_events(&mut ready);
+        }
         for event in &ready {
             let before = exchanges.len();
             table.on_event(event, &mut exchanges);
@@ -586,6 +645,21 @@ impl Exporters {
 
     fn metrics_wanted(&self) -> bool {
         self.store.is_some()
+    }
+
+    /// Drops are host-wide: they go on kscope's own resource.
+    fn record_drops(&self, records: &[DropRecord], now: u64) {
+        let (Some(store), Some(agent)) = (&self.store, &self.agent) else { return };
+        let mut store = store.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for record in records {
+            store.add(
+                agent,
+                crate::telemetry::semconv::PACKET_DROPS,
+                crate::telemetry::drop_attributes(record),
+                record.count,
+                now,
+            );
+        }
     }
 
     fn record_health(&self, stats: &StatsRecord, choices: &[SensorChoice], events_waiting: u64) {

@@ -104,6 +104,8 @@ const PACKAGES: &[Package] = &[
     optional("binutils", "symbol-resolver tests"),
     optional("llvm", "symbol-resolver tests (llvm-symbolizer)"),
     optional("linux-libc-dev", "symbol-resolver tests (BPF program loader)"),
+    // nft: a drop rule in a test network namespace makes TCP retransmit.
+    optional("nftables", "retransmit and packet drop tests"),
     optional("linux-perf", "benchmarks"),
     optional("wrk", "benchmarks"),
 ];

@@ -37,7 +37,10 @@ pub struct KernelFeatures {
     /// Members whose offsets could not be resolved, one message each.
     pub offset_errors: Vec<String>,
     pub tracepoint_layout: TracepointLayout,
-    pub layout_errors: Vec<String>,
+    /// Records whose layout could not be read: (`category:name`, why). A
+    /// tracepoint form is refused only for errors about its own
+    /// tracepoints (`syscalls:*` share one layout).
+    pub layout_errors: Vec<(String, String)>,
 }
 
 /// What the sensors will ask about, so detection reads only that.
@@ -66,7 +69,9 @@ impl KernelFeatures {
                     .map(|(cat, name)| format!("{cat}:{name}"))
                     .collect();
                 let (layout, errors) = fs.layout();
-                (Ok(()), present, layout, errors.iter().map(ToString::to_string).collect())
+                let errors =
+                    errors.iter().map(|e| (e.tracepoint().unwrap_or_default().to_owned(), e.to_string())).collect();
+                (Ok(()), present, layout, errors)
             }
             Err(err) => (Err(err.to_string()), BTreeSet::new(), TracepointLayout::missing(), Vec::new()),
         };

@@ -15,9 +15,22 @@ pub enum TracefsError {
     #[error("tracepoint {0} does not exist on this kernel")]
     NoTracepoint(String),
     #[error("cannot read {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read { tracepoint: String, path: String, source: std::io::Error },
     #[error("tracepoint {tracepoint} has no field {field}")]
     NoField { tracepoint: String, field: String },
+}
+
+impl TracefsError {
+    /// The tracepoint (`category:name`) the error is about; `None` when
+    /// tracefs itself is missing.
+    pub fn tracepoint(&self) -> Option<&str> {
+        match self {
+            Self::NotMounted => None,
+            Self::NoTracepoint(tp) | Self::Read { tracepoint: tp, .. } | Self::NoField { tracepoint: tp, .. } => {
+                Some(tp)
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -45,13 +58,21 @@ impl Tracefs {
     }
 
     pub fn format(&self, category: &str, name: &str) -> Result<TracepointFormat, TracefsError> {
+        let text = self.format_text(category, name)?;
+        Ok(TracepointFormat::parse(&format!("{category}:{name}"), &text))
+    }
+
+    /// A tracepoint's `format` file as the kernel wrote it.
+    pub fn format_text(&self, category: &str, name: &str) -> Result<String, TracefsError> {
         let path = self.root.join("events").join(category).join(name).join("format");
         if !path.exists() {
             return Err(TracefsError::NoTracepoint(format!("{category}:{name}")));
         }
-        let text = std::fs::read_to_string(&path)
-            .map_err(|source| TracefsError::Read { path: path.display().to_string(), source })?;
-        Ok(TracepointFormat::parse(&format!("{category}:{name}"), &text))
+        std::fs::read_to_string(&path).map_err(|source| TracefsError::Read {
+            tracepoint: format!("{category}:{name}"),
+            path: path.display().to_string(),
+            source,
+        })
     }
 
     /// The record layouts of every tracepoint the tracepoint forms read. A
@@ -101,6 +122,31 @@ impl Tracefs {
         // syscall_trace_enter`/`_exit`): read's place it for all.
         fill("syscalls", "sys_enter_read", &mut [(&mut layout.syscall_args, "fd", true)]);
         fill("syscalls", "sys_exit_read", &mut [(&mut layout.syscall_ret, "ret", true)]);
+        fill(
+            "tcp",
+            "tcp_retransmit_skb",
+            &mut [
+                (&mut layout.rtx_skaddr, "skaddr", true),
+                (&mut layout.rtx_state, "state", true),
+                (&mut layout.rtx_sport, "sport", true),
+                (&mut layout.rtx_dport, "dport", true),
+                (&mut layout.rtx_family, "family", true),
+                (&mut layout.rtx_saddr, "saddr", true),
+                (&mut layout.rtx_daddr, "daddr", true),
+                (&mut layout.rtx_saddr_v6, "saddr_v6", true),
+                (&mut layout.rtx_daddr_v6, "daddr_v6", true),
+            ],
+        );
+        // `reason` arrived in 5.17; before it, drops are counted without one.
+        fill(
+            "skb",
+            "kfree_skb",
+            &mut [
+                (&mut layout.drop_location, "location", true),
+                (&mut layout.drop_protocol, "protocol", true),
+                (&mut layout.drop_reason, "reason", false),
+            ],
+        );
         (layout, errors)
     }
 }
@@ -195,7 +241,7 @@ print fmt: \"family=%s ...\"
         let tracefs = Tracefs::at(&dir);
         let (layout, errors) = tracefs.layout();
         assert_eq!(layout, TracepointLayout::missing());
-        assert_eq!(errors.len(), 6);
+        assert_eq!(errors.len(), 8);
         assert!(errors[0].to_string().contains("sched:sched_process_exec"));
     }
 }

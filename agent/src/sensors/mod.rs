@@ -8,7 +8,9 @@
 //! run on any form is reported and skipped: one missing hook never stops the
 //! whole agent.
 
+pub mod drops;
 pub mod process;
+pub mod retransmit;
 pub mod socket_data;
 pub mod tcp;
 
@@ -133,7 +135,8 @@ pub struct SensorSpec {
 }
 
 /// The one list of sensors.
-pub static SENSORS: &[&SensorSpec] = &[&process::SENSOR, &tcp::SENSOR, &socket_data::SENSOR];
+pub static SENSORS: &[&SensorSpec] =
+    &[&process::SENSOR, &tcp::SENSOR, &socket_data::SENSOR, &retransmit::SENSOR, &drops::SENSOR];
 
 /// Every function and tracepoint any form may use, for feature detection.
 pub fn wanted() -> Wanted {
@@ -222,11 +225,22 @@ pub fn precheck(form: &FormSpec, features: &KernelFeatures) -> Result<(), String
         }
     }
     if form.form == HookForm::Tracepoint
-        && let Some(first) = features.layout_errors.first()
+        && let Some((_, why)) = features.layout_errors.iter().find(|(tp, _)| form_reads(form, tp))
     {
-        return Err(format!("tracepoint record layout: {first}"));
+        return Err(format!("tracepoint record layout: {why}"));
     }
     Ok(())
+}
+
+/// Whether `form` reads the record of `tracepoint` (`category:name`).
+/// Every `syscalls:*` record has one shape, read from `sys_enter_read`'s
+/// and `sys_exit_read`'s, so those layouts belong to every syscall form.
+fn form_reads(form: &FormSpec, tracepoint: &str) -> bool {
+    let (category, name) = tracepoint.split_once(':').unwrap_or((tracepoint, ""));
+    form.programs.iter().chain(form.optional).any(|p| match p.attach {
+        Attach::Tracepoint(c, n) => c == category && (n == name || c == "syscalls"),
+        _ => false,
+    })
 }
 
 /// How far [`choose_and_attach`] looks.

@@ -47,6 +47,13 @@ fn preference_orders_are_the_measured_ones() {
     assert_eq!(order(&process::SENSOR), expected);
     assert_eq!(order(&tcp::SENSOR), expected);
     assert_eq!(order(&socket_data::SENSOR), vec![HookForm::Fentry, HookForm::Kprobe, HookForm::Tracepoint]);
+    assert_eq!(order(&retransmit::SENSOR), expected);
+    assert_eq!(order(&drops::SENSOR), vec![HookForm::Tracepoint]);
+}
+
+/// The sensor with a tracepoint form only.
+fn tracepoint_only(name: &str) -> bool {
+    name == drops::SENSOR.name
 }
 
 /// The sensors whose tracepoint form comes first.
@@ -64,6 +71,14 @@ fn kernel_without_tracefs_falls_back_to_fentry_then_kprobe() {
     });
     assert_eq!(result.len(), SENSORS.len());
     for choice in result {
+        if tracepoint_only(choice.sensor) {
+            assert_eq!(choice.chosen, None);
+            assert_eq!(
+                choice.rejected,
+                vec![Rejection { form: HookForm::Tracepoint, reason: "tracefs is not mounted".into() }]
+            );
+            continue;
+        }
         assert_eq!(choice.chosen, Some(HookForm::Kprobe), "{}", choice.sensor);
         let fentry = Rejection { form: HookForm::Fentry, reason: "fexit:bprm_execve: EPERM from BPF_PROG_LOAD".into() };
         let expected = if tracepoint_first(choice.sensor) {
@@ -112,7 +127,10 @@ fn no_btf_leaves_tracepoints_degraded() {
             "needs kernel struct offsets from BTF: no kernel BTF"
         ]
     );
-    for choice in result.iter().filter(|c| tracepoint_first(c.sensor)) {
+    let drops = result.iter().find(|c| tracepoint_only(c.sensor)).unwrap();
+    assert_eq!((drops.chosen, drops.degraded.as_deref()), (Some(HookForm::Tracepoint), None));
+    assert!(drops.rejected.is_empty() && drops.fallbacks.is_empty());
+    for choice in result.iter().filter(|c| tracepoint_first(c.sensor) && !tracepoint_only(c.sensor)) {
         assert_eq!(choice.chosen, Some(HookForm::Tracepoint));
         assert!(choice.rejected.is_empty());
         assert!(choice.degraded.as_deref().is_some_and(|d| d.starts_with("without kernel BTF")));
@@ -155,22 +173,27 @@ fn attach_failure_moves_on_to_the_next_form() {
         HookForm::Tracepoint => Err("tracepoint:sock:inet_sock_set_state: EINVAL from BPF_PROG_LOAD".into()),
         _ => Ok(Vec::new()),
     });
-    assert!(result.iter().all(|c| c.chosen == Some(HookForm::Fentry)));
+    for choice in &result {
+        let want = if tracepoint_only(choice.sensor) { None } else { Some(HookForm::Fentry) };
+        assert_eq!(choice.chosen, want, "{}", choice.sensor);
+    }
     assert!(!result.iter().any(|c| c.rejected.iter().any(|r| r.form == HookForm::Fentry)));
 }
 
 #[test]
 fn wanted_lists_every_hook_once() {
     let wanted = wanted();
-    for f in ["bprm_execve", "do_exit", "tcp_connect", "tcp_set_state", "inet_csk_accept"] {
+    for f in ["bprm_execve", "do_exit", "tcp_connect", "tcp_set_state", "inet_csk_accept", "tcp_retransmit_skb"] {
         assert!(wanted.functions.contains(f), "{f}");
     }
     assert!(wanted.tracepoints.contains(&("sock".to_owned(), "inet_sock_set_state".to_owned())));
     for f in ["tcp_sendmsg", "tcp_recvmsg", "udp_sendmsg", "udp_recvmsg", "udpv6_sendmsg", "udpv6_recvmsg"] {
         assert!(wanted.functions.contains(f), "{f}");
     }
-    // process 2, tcp 3, socket data 11 syscalls × enter and exit.
-    assert_eq!(wanted.tracepoints.len(), 5 + 22);
+    // process 2, tcp 3, socket data 11 syscalls × enter and exit,
+    // retransmit 1, drops 1.
+    assert_eq!(wanted.tracepoints.len(), 5 + 22 + 2);
+    assert!(wanted.tracepoints.contains(&("skb".to_owned(), "kfree_skb".to_owned())));
 }
 
 #[test]
@@ -184,6 +207,10 @@ fn probe_reports_every_fallback() {
     });
     for choice in result {
         assert_eq!(choice.chosen, Some(HookForm::Tracepoint));
+        if tracepoint_only(choice.sensor) {
+            assert!(choice.rejected.is_empty() && choice.fallbacks.is_empty());
+            continue;
+        }
         if !tracepoint_first(choice.sensor) {
             assert_eq!(choice.rejected.len(), 2, "{choice:?}");
             assert!(choice.fallbacks.is_empty());
@@ -209,5 +236,47 @@ fn run_stops_at_the_first_form_that_works() {
         tried.push(form.form);
         Ok(Vec::new())
     });
-    assert_eq!(tried, vec![HookForm::Tracepoint, HookForm::Tracepoint, HookForm::Fentry]);
+    assert_eq!(
+        tried,
+        vec![HookForm::Tracepoint, HookForm::Tracepoint, HookForm::Fentry, HookForm::Tracepoint, HookForm::Tracepoint]
+    );
+}
+
+/// A record layout kscope cannot read costs only the tracepoint forms that
+/// read it; `syscalls:*` share one layout.
+#[test]
+fn a_layout_error_rejects_only_the_forms_that_read_that_record() {
+    let mut features = full_kernel();
+    features.layout_errors = vec![("skb:kfree_skb".into(), "tracepoint skb:kfree_skb has no field location".into())];
+    let result = choose_and_attach(&features, None, Search::FirstThatWorks, |_| Ok(Vec::new()));
+    for choice in &result {
+        if tracepoint_only(choice.sensor) {
+            assert_eq!(choice.chosen, None);
+            assert_eq!(
+                choice.rejected[0].reason,
+                "tracepoint record layout: tracepoint skb:kfree_skb has no field location"
+            );
+        } else {
+            assert_eq!(choice.chosen, Some(choice_first_form(choice.sensor)), "{}", choice.sensor);
+        }
+    }
+    features.layout_errors = vec![("syscalls:sys_enter_read".into(), "no field fd".into())];
+    let result = choose_and_attach(&features, None, Search::EveryForm, |_| Ok(Vec::new()));
+    let data = result.iter().find(|c| c.sensor == socket_data::SENSOR.name).unwrap();
+    assert_eq!(
+        data.fallbacks.last(),
+        Some(&Fallback {
+            form: HookForm::Tracepoint,
+            unavailable: Some("tracepoint record layout: no field fd".into())
+        })
+    );
+    // tcp reads sys_exit_accept4's record, a syscall record too.
+    let tcp = result.iter().find(|c| c.sensor == tcp::SENSOR.name).unwrap();
+    assert_eq!(tcp.chosen, Some(HookForm::Fentry));
+    let process = result.iter().find(|c| c.sensor == process::SENSOR.name).unwrap();
+    assert_eq!(process.chosen, Some(HookForm::Tracepoint));
+}
+
+fn choice_first_form(sensor: &str) -> HookForm {
+    SENSORS.iter().find(|s| s.name == sensor).map(|s| s.forms[0].form).unwrap()
 }

@@ -195,6 +195,18 @@ impl Telemetry {
                     }
                 }
             }
+            Event::Retransmit(rtx) => {
+                if !self.opts.metrics || rtx.origin.pid == self.opts.own_pid && rtx.origin.pid != 0 {
+                    return;
+                }
+                let resource = match rtx.origin.pid {
+                    0 => self.agent_resource(),
+                    pid => self.resources.get(ProcessRef { pid, comm: rtx.origin.comm.as_str() }),
+                };
+                let now = self.clock.unix_nanos(rtx.origin.timestamp_ns);
+                let attrs = vec![attr(semconv::KSCOPE_TCP_STATE, crate::decode::tcp_state_name(rtx.state))];
+                self.store().add(&resource, semconv::TCP_RETRANSMITS, attrs, 1, now);
+            }
             Event::Data(_) => {}
         }
     }
@@ -288,6 +300,16 @@ pub fn service_name(resource: &Resource) -> &str {
             _ => None,
         })
         .unwrap_or_default()
+}
+
+/// The attributes of `kscope.network.packet.drops` for one drop record:
+/// the function without its offset, so a series is one place in the code.
+pub fn drop_attributes(record: &crate::drops::DropRecord) -> Vec<opentelemetry_proto::tonic::common::v1::KeyValue> {
+    vec![
+        attr(semconv::KSCOPE_DROP_REASON, &*record.reason),
+        attr(semconv::KSCOPE_DROP_LOCATION, record.function.as_str()),
+        attr(semconv::KSCOPE_DROP_PROTOCOL, record.protocol.as_str()),
+    ]
 }
 
 #[cfg(test)]

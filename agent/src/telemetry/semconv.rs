@@ -134,6 +134,24 @@ pub const TCP_CONNECTIONS_CLOSED: MetricDef =
     counter("kscope.tcp.connections.closed", "{connection}", "TCP connections closed.");
 pub const TCP_IO: MetricDef =
     counter("kscope.tcp.io", "By", "Bytes moved by closed TCP connections, by direction (the kernel's own counts).");
+pub const TCP_RETRANSMITS: MetricDef = counter(
+    "kscope.tcp.retransmits",
+    "{segment}",
+    "TCP segments retransmitted, on the connection owner's resource (kscope's own when the owner is unknown).",
+);
+pub const PACKET_DROPS: MetricDef = counter(
+    "kscope.network.packet.drops",
+    "{packet}",
+    "Packets the kernel dropped, by drop reason and the kernel function that dropped them (host-wide).",
+);
+/// `kscope.tcp.retransmits`: the connection's TCP state.
+pub const KSCOPE_TCP_STATE: &str = "kscope.tcp.state";
+/// `kscope.network.packet.drops`: the kernel's drop reason name.
+pub const KSCOPE_DROP_REASON: &str = "kscope.drop.reason";
+/// `kscope.network.packet.drops`: the kernel function that freed the packet.
+pub const KSCOPE_DROP_LOCATION: &str = "kscope.drop.location";
+/// `kscope.network.packet.drops`: `ipv4`, `ipv6`, `arp`, or the EtherType in hex.
+pub const KSCOPE_DROP_PROTOCOL: &str = "kscope.drop.protocol";
 
 // kscope's own health, on kscope's resource.
 pub const KSCOPE_SENSOR_EVENTS: MetricDef =

@@ -25,6 +25,8 @@ pub enum EventKind {
     /// Leading bytes of one socket send or receive: a [`SocketDataHeader`]
     /// followed by `captured_len` payload bytes.
     SocketData = 6,
+    /// A TCP segment retransmitted: [`TcpRetransmitEvent`].
+    TcpRetransmit = 7,
 }
 
 impl EventKind {
@@ -36,6 +38,7 @@ impl EventKind {
             4 => Some(Self::TcpAccept),
             5 => Some(Self::TcpClose),
             6 => Some(Self::SocketData),
+            7 => Some(Self::TcpRetransmit),
             _ => None,
         }
     }
@@ -159,6 +162,54 @@ pub struct TcpEvent {
     /// started after the connection opened.
     pub duration_ns: u64,
 }
+
+/// Kernel stack frames a retransmit event carries (innermost first).
+pub const KERNEL_STACK_FRAMES: usize = 32;
+
+/// One retransmitted TCP segment (SYNs included), with the connection as
+/// the kernel saw it and the kernel stack that retransmitted it. The header
+/// names the connection's owner (the task that connected or accepted) when
+/// the TCP sensor saw it, else pid 0: retransmits run in timers and
+/// softirqs, where the current task is whoever was interrupted.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct TcpRetransmitEvent {
+    pub header: EventHeader,
+    /// `struct sock` address, as `TcpEvent::sock_id`.
+    pub sock_id: u64,
+    pub family: u32,
+    /// The connection's TCP state (`tcp_state`) at the retransmit.
+    pub state: u32,
+    pub local_port: u16,
+    pub remote_port: u16,
+    /// Bytes of `stack` that `bpf_get_stack` filled (a multiple of 8); 0
+    /// when it failed.
+    pub stack_bytes: u32,
+    pub local_addr: [u8; 16],
+    pub remote_addr: [u8; 16],
+    pub stack: [u64; KERNEL_STACK_FRAMES],
+}
+
+/// What the packet drop sensor aggregates by, in the kernel: one counter
+/// per distinct key in the `DROPS` map, so a drop storm costs a map update
+/// per packet and no event.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DropKey {
+    /// Kernel address the packet was freed from (`skb:kfree_skb`'s
+    /// `location`: the caller of `kfree_skb_reason`).
+    pub location: u64,
+    /// `enum skb_drop_reason` as this kernel numbers it (0 before 5.17,
+    /// whose tracepoint has no reason).
+    pub reason: u32,
+    /// `skb->protocol`, an `ETH_P_*` value in host byte order.
+    pub protocol: u16,
+    pub _pad: u16,
+}
+
+/// Distinct (location, reason, protocol) keys the kernel tracks; drops of
+/// a new key beyond this are counted in `counter_slot::DROPS_UNTRACKED`.
+pub const DROP_KEYS_MAX: u32 = 4096;
 
 /// Largest capture the kernel programs can make per call (exclusive): the
 /// capture size is masked with `DATA_CAPTURE_MAX - 1`, which the verifier
@@ -428,6 +479,20 @@ pub struct TracepointLayout {
     pub syscall_args: u32,
     /// `ret` of a `syscalls:sys_exit_*` record (`sys_exit_read`'s).
     pub syscall_ret: u32,
+    /// tcp:tcp_retransmit_skb fields.
+    pub rtx_skaddr: u32,
+    pub rtx_state: u32,
+    pub rtx_sport: u32,
+    pub rtx_dport: u32,
+    pub rtx_family: u32,
+    pub rtx_saddr: u32,
+    pub rtx_daddr: u32,
+    pub rtx_saddr_v6: u32,
+    pub rtx_daddr_v6: u32,
+    /// skb:kfree_skb fields (`reason` is absent before 5.17).
+    pub drop_location: u32,
+    pub drop_protocol: u32,
+    pub drop_reason: u32,
 }
 
 impl TracepointLayout {
@@ -449,6 +514,18 @@ impl TracepointLayout {
             accept_ret: OFFSET_MISSING,
             syscall_args: OFFSET_MISSING,
             syscall_ret: OFFSET_MISSING,
+            rtx_skaddr: OFFSET_MISSING,
+            rtx_state: OFFSET_MISSING,
+            rtx_sport: OFFSET_MISSING,
+            rtx_dport: OFFSET_MISSING,
+            rtx_family: OFFSET_MISSING,
+            rtx_saddr: OFFSET_MISSING,
+            rtx_daddr: OFFSET_MISSING,
+            rtx_saddr_v6: OFFSET_MISSING,
+            rtx_daddr_v6: OFFSET_MISSING,
+            drop_location: OFFSET_MISSING,
+            drop_protocol: OFFSET_MISSING,
+            drop_reason: OFFSET_MISSING,
         }
     }
 }
@@ -476,6 +553,7 @@ pub mod names {
     pub const EVENTS: &str = "EVENTS";
     pub const EVENTS_EMITTED: &str = "EVENTS_EMITTED";
     pub const SOCKET_DATA_CONFIG: &str = "SOCKET_DATA_CONFIG";
+    pub const DROPS: &str = "DROPS";
 }
 
 /// Slots of the per-CPU `EVENTS_EMITTED` counter array: how many events each
@@ -494,6 +572,17 @@ pub mod counter_slot {
     /// Messages of a `sendmmsg`/`recvmmsg` beyond the ones the sensor
     /// reports per call (their bytes are not in any event).
     pub const DATA_MESSAGES_BEYOND_BATCH: u32 = 8;
+    pub const RETRANSMIT_OUT: u32 = 9;
+    pub const RETRANSMIT_OUT_FAILED: u32 = 10;
+    /// Drops counted into the `DROPS` map. Not events: the drop sensor
+    /// writes nothing into the event buffers, so its own event slot is
+    /// [`NO_EVENTS`] and the ledger's sums stay those of events.
+    pub const DROPS_COUNTED: u32 = 11;
+    /// Drops of a new key when the `DROPS` map was full.
+    pub const DROPS_UNTRACKED: u32 = 12;
+    /// Never written (nor `NO_EVENTS + 1`): the event slot of a sensor that
+    /// emits no events.
+    pub const NO_EVENTS: u32 = 14;
     pub const COUNT: u32 = 16;
 }
 
@@ -505,6 +594,7 @@ mod pod {
     unsafe impl aya::Pod for super::KernelOffsets {}
     unsafe impl aya::Pod for super::TracepointLayout {}
     unsafe impl aya::Pod for super::SocketDataConfig {}
+    unsafe impl aya::Pod for super::DropKey {}
 }
 
 #[cfg(test)]
@@ -522,7 +612,9 @@ mod tests {
         assert_eq!(size_of::<TcpEvent>(), 48 + 8 + 8 + 8 + 32 + 24);
         assert_eq!(size_of::<SocketDataHeader>(), 48 + 16 + 20 + 4 + 32 + 8 + 16);
         assert_eq!(size_of::<KernelOffsets>(), 33 * 4);
-        assert_eq!(size_of::<TracepointLayout>(), 16 * 4);
+        assert_eq!(size_of::<TracepointLayout>(), 28 * 4);
+        assert_eq!(size_of::<TcpRetransmitEvent>(), 48 + 8 + 8 + 8 + 32 + 8 * KERNEL_STACK_FRAMES);
+        assert_eq!(size_of::<DropKey>(), 16);
     }
 
     #[test]
@@ -534,11 +626,12 @@ mod tests {
             EventKind::TcpAccept,
             EventKind::TcpClose,
             EventKind::SocketData,
+            EventKind::TcpRetransmit,
         ] {
             assert_eq!(EventKind::from_u32(kind as u32), Some(kind));
         }
         assert_eq!(EventKind::from_u32(0), None);
-        assert_eq!(EventKind::from_u32(7), None);
+        assert_eq!(EventKind::from_u32(8), None);
         for source in DataSource::ALL {
             assert_eq!(DataSource::from_u32(source as u32), Some(source));
         }

@@ -4,9 +4,11 @@
 #![no_std]
 #![no_main]
 
+mod drops;
 mod emit;
 mod kernel;
 mod process;
+mod retransmit;
 mod profile;
 mod socket_data;
 mod tcp;

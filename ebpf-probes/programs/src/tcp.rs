@@ -43,6 +43,13 @@ struct Connection {
 #[map]
 static CONNECTIONS: HashMap<u64, Connection> = HashMap::with_max_entries(65536, 0);
 
+/// The task that connected or accepted `sk`, when this sensor saw it
+/// (other sensors name a connection's owner by it).
+#[inline(always)]
+pub(crate) fn connection_owner(sk: u64) -> Option<EventHeader> {
+    unsafe { CONNECTIONS.get(sk) }.map(|conn| conn.owner).filter(|owner| owner.pid != 0)
+}
+
 /// Where a state change's addresses come from. Read only when an event is
 /// emitted, because reading a sock costs several probe reads.
 #[derive(Clone, Copy)]

@@ -1,0 +1,143 @@
+//! Kernel addresses → `function+0xoffset` text, for retransmit stacks and
+//! drop locations. Sits after decode: events carry raw addresses from the
+//! kernel, and only the text leaves kscope (a raw kernel address in a log
+//! or a collector would undo KASLR for whoever reads it).
+
+use std::{collections::HashMap, sync::Arc};
+
+use symbol_resolver::{Kernel, Source, Symbolized, Symbolizer};
+
+use crate::decode::Event;
+
+/// Distinct addresses remembered; a retransmit storm repeats a few dozen.
+const CACHE_MAX: usize = 16384;
+
+/// Shown for a frame kallsyms cannot place (BPF trampolines on old
+/// kernels, addresses of an unloaded module).
+pub const UNKNOWN_FRAME: &str = "[unknown]";
+
+pub struct KernelStacks {
+    symbolizer: Symbolizer,
+    source: Source,
+    cache: HashMap<u64, Arc<str>>,
+    unknown: Arc<str>,
+}
+
+impl Default for KernelStacks {
+    fn default() -> Self {
+        Self::new(Kernel::default())
+    }
+}
+
+impl KernelStacks {
+    pub fn new(kernel: Kernel) -> Self {
+        Self {
+            // Names only: a stack line per frame is what people read, and
+            // DWARF for vmlinux is rarely installed.
+            symbolizer: Symbolizer::with_options(symbol_resolver::Options {
+                code_info: false,
+                inlined: false,
+                ..Default::default()
+            }),
+            source: Source::Kernel(kernel),
+            cache: HashMap::new(),
+            unknown: Arc::from(UNKNOWN_FRAME),
+        }
+    }
+
+    /// Fills the frames of the retransmits among `events`, in one batch.
+    pub fn symbolize_events(&mut self, events: &mut [Event]) {
+        let missing: Vec<u64> = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Retransmit(r) => Some(r.stack.iter()),
+                _ => None,
+            })
+            .flatten()
+            .copied()
+            .filter(|a| !self.cache.contains_key(a))
+            .collect();
+        if !missing.is_empty() {
+            self.resolve(&missing);
+        }
+        for event in events {
+            if let Event::Retransmit(r) = event {
+                r.frames = r.stack.iter().map(|a| self.cached(*a)).collect();
+            }
+        }
+    }
+
+    /// One address's text.
+    pub fn frame(&mut self, addr: u64) -> Arc<str> {
+        if !self.cache.contains_key(&addr) {
+            self.resolve(&[addr]);
+        }
+        self.cached(addr)
+    }
+
+    /// Addresses → text, batched and cached.
+    pub fn frames(&mut self, addrs: &[u64]) -> Vec<Arc<str>> {
+        let missing: Vec<u64> = addrs.iter().copied().filter(|a| !self.cache.contains_key(a)).collect();
+        if !missing.is_empty() {
+            self.resolve(&missing);
+        }
+        addrs.iter().map(|a| self.cached(*a)).collect()
+    }
+
+    fn cached(&self, addr: u64) -> Arc<str> {
+        self.cache.get(&addr).cloned().unwrap_or_else(|| Arc::clone(&self.unknown))
+    }
+
+    fn resolve(&mut self, addrs: &[u64]) {
+        if self.cache.len() + addrs.len() > CACHE_MAX {
+            self.cache.clear();
+        }
+        for (addr, result) in addrs.iter().zip(self.symbolizer.symbolize(&self.source, addrs)) {
+            let text: Arc<str> = match result {
+                Symbolized::Sym(sym) => match &sym.module {
+                    Some(module) => Arc::from(format!("{sym} [{module}]")),
+                    None => Arc::from(sym.to_string()),
+                },
+                Symbolized::Unknown(reason) => {
+                    tracing::debug!(addr = format_args!("{addr:#x}"), %reason, "kernel address not symbolized");
+                    Arc::clone(&self.unknown)
+                }
+            };
+            self.cache.insert(*addr, text);
+        }
+    }
+}
+
+/// The function of a frame's text: `tcp_v4_rcv+0x2a5` → `tcp_v4_rcv`.
+pub fn function_of(frame: &str) -> &str {
+    frame.split(['+', ' ']).next().unwrap_or(frame)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_match_kallsyms() {
+        let kallsyms = std::fs::read_to_string("/proc/kallsyms").unwrap();
+        let addr_of = |name: &str| {
+            kallsyms
+                .lines()
+                .find_map(|l| {
+                    let mut f = l.split_whitespace();
+                    let (a, _, n) = (f.next()?, f.next()?, f.next()?);
+                    (n == name && f.next().is_none()).then(|| u64::from_str_radix(a, 16).ok()).flatten()
+                })
+                .unwrap()
+        };
+        let rcv = addr_of("tcp_v4_rcv");
+        let rtx = addr_of("tcp_retransmit_skb");
+        let mut stacks = KernelStacks::default();
+        let frames = stacks.frames(&[rcv + 0x10, rtx, 1]);
+        assert_eq!(&*frames[0], "tcp_v4_rcv+0x10");
+        assert_eq!(&*frames[1], "tcp_retransmit_skb+0x0");
+        assert_eq!(&*frames[2], UNKNOWN_FRAME);
+        assert_eq!(function_of(&frames[0]), "tcp_v4_rcv");
+        assert_eq!(&*stacks.frame(rcv + 0x10), "tcp_v4_rcv+0x10");
+    }
+}
