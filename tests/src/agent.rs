@@ -130,3 +130,15 @@ fn pipe_lines(reader: impl std::io::Read + Send + 'static) -> mpsc::Receiver<Str
     });
     rx
 }
+
+/// `GET /metrics` from kscope's Prometheus endpoint over a plain socket:
+/// (status line, body).
+pub fn scrape_metrics(port: u16) -> anyhow::Result<(String, String)> {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).context("connect to /metrics")?;
+    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: kscope\r\nConnection: close\r\n\r\n")?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text)?;
+    let (head, body) = text.split_once("\r\n\r\n").context("no end of headers")?;
+    Ok((head.lines().next().unwrap_or("").to_owned(), body.to_owned()))
+}

@@ -9,6 +9,7 @@ pub mod checks;
 pub mod dns;
 pub mod grpc;
 pub mod h2;
+pub mod netns;
 pub mod nginx;
 pub mod otlp;
 pub mod vm;

@@ -6,14 +6,7 @@
 
 #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
 
-use std::{
-    collections::HashMap,
-    io::{Read as _, Write as _},
-    process::Command,
-    sync::Mutex,
-    thread,
-    time::Duration,
-};
+use std::{collections::HashMap, io::Write as _, process::Command, sync::Mutex, thread, time::Duration};
 
 use kscope_tests::{
     agent::{Finished, KscopeRun},
@@ -269,14 +262,8 @@ fn grpc_and_dns_spans_over_otlp_http() {
     assert_eq!((lookups.get(&i64::from(found.pid)), lookups.get(&i64::from(missing.pid))), (Some(&1), Some(&1)));
 }
 
-/// `GET /metrics` over a plain socket: (status line, body).
 fn scrape(port: u16) -> (String, String) {
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: kscope\r\nConnection: close\r\n\r\n").unwrap();
-    let mut text = String::new();
-    stream.read_to_string(&mut text).unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap();
-    (head.lines().next().unwrap_or("").to_owned(), body.to_owned())
+    kscope_tests::agent::scrape_metrics(port).unwrap()
 }
 
 #[test]

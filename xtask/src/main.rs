@@ -152,7 +152,8 @@ const LAYERS: &[Layer] = &[
     Layer { name: "OTLP export", run: Run::Cargo(&["test", "-p", "kscope-tests", "--test", "export"]) },
     // Real eBPF on this machine's kernel: lifecycle events against nginx
     // and curl; exchanges of nginx, curl, nghttp, grpcio, dnsmasq and dig;
-    // their spans and metrics at an OTLP receiver and on /metrics.
+    // their spans and metrics at an OTLP receiver and on /metrics;
+    // retransmits and packet drops between two network namespaces.
     Layer {
         name: "host kernel",
         run: Run::Cargo(&[
@@ -166,6 +167,8 @@ const LAYERS: &[Layer] = &[
             "l7",
             "--test",
             "otlp",
+            "--test",
+            "network",
         ]),
     },
     // Debian's 6.1 and 6.12 kernels under QEMU: kprobe, fentry, tracepoint.
