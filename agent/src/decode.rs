@@ -556,6 +556,50 @@ pub(crate) mod tests {
         assert_eq!(decode(&bytes_of(&raw)), Err(DecodeError::UnknownHookForm(0)));
     }
 
+    pub(crate) fn retransmit_record() -> TcpRetransmitEvent {
+        let mut local = [0u8; 16];
+        local[..4].copy_from_slice(&[10, 213, 0, 1]);
+        let mut remote = [0u8; 16];
+        remote[..4].copy_from_slice(&[10, 213, 0, 2]);
+        let mut stack = [0u64; KERNEL_STACK_FRAMES];
+        stack[..3].copy_from_slice(&[0xffff_ffff_8100_0010, 0xffff_ffff_8100_0020, 0xffff_ffff_8100_0030]);
+        TcpRetransmitEvent {
+            header: header(EventKind::TcpRetransmit),
+            sock_id: 0xffff_8880_0000_2000,
+            family: u32::from(AF_INET),
+            state: 1,
+            local_port: 45792,
+            remote_port: 9099,
+            stack_bytes: 24,
+            local_addr: local,
+            remote_addr: remote,
+            stack,
+        }
+    }
+
+    #[test]
+    fn decodes_retransmit_with_its_stack() {
+        let Ok(Event::Retransmit(r)) = decode(&bytes_of(&retransmit_record())) else { panic!("not a retransmit") };
+        assert_eq!(r.origin.pid, 4242);
+        assert_eq!(r.sock_id, 0xffff_8880_0000_2000);
+        assert_eq!(tcp_state_name(r.state), "ESTABLISHED");
+        assert_eq!(r.local, ("10.213.0.1".parse().unwrap(), 45792));
+        assert_eq!(r.remote, ("10.213.0.2".parse().unwrap(), 9099));
+        assert_eq!(r.stack, vec![0xffff_ffff_8100_0010, 0xffff_ffff_8100_0020, 0xffff_ffff_8100_0030]);
+        assert!(r.frames.is_empty(), "symbolized later, not by decode");
+        let mut raw = retransmit_record();
+        raw.stack_bytes = 0;
+        let Ok(Event::Retransmit(r)) = decode(&bytes_of(&raw)) else { panic!() };
+        assert!(r.stack.is_empty(), "bpf_get_stack failed: no frames, still an event");
+        for bad in [12, 8 * KERNEL_STACK_FRAMES as u32 + 8, u32::MAX] {
+            raw.stack_bytes = bad;
+            assert_eq!(decode(&bytes_of(&raw)), Err(DecodeError::BadStackLength(bad)));
+        }
+        let short = bytes_of(&retransmit_record());
+        assert!(matches!(decode(&short[..100]), Err(DecodeError::Truncated { .. })));
+        assert_eq!(tcp_state_name(99), "UNKNOWN");
+    }
+
     #[test]
     fn filename_length_beyond_buffer_is_an_error() {
         let exec = ProcessExecEvent {
@@ -573,15 +617,16 @@ pub(crate) mod tests {
     /// nothing panics.
     #[test]
     fn never_panics_on_mangled_records() {
-        let good = bytes_of(&tcp_close());
-        for len in 0..=good.len() {
-            let _ = decode(&good[..len]);
-        }
-        for i in 0..good.len() {
-            for bit in 0..8 {
-                let mut bad = good.clone();
-                bad[i] ^= 1 << bit;
-                let _ = decode(&bad);
+        for good in [bytes_of(&tcp_close()), bytes_of(&retransmit_record())] {
+            for len in 0..=good.len() {
+                let _ = decode(&good[..len]);
+            }
+            for i in 0..good.len() {
+                for bit in 0..8 {
+                    let mut bad = good.clone();
+                    bad[i] ^= 1 << bit;
+                    let _ = decode(&bad);
+                }
             }
         }
     }

@@ -920,6 +920,65 @@ mod tests {
         );
     }
 
+    fn retransmit() -> Event {
+        let Ok(Event::Retransmit(mut r)) = decode(&bytes_of(&crate::decode::tests::retransmit_record())) else {
+            panic!("not a retransmit")
+        };
+        r.frames = ["__tcp_retransmit_skb+0x4ea", "tcp_retransmit_skb+0x12", "tcp_retransmit_timer+0x667"]
+            .into_iter()
+            .map(std::sync::Arc::from)
+            .collect();
+        Event::Retransmit(r)
+    }
+
+    #[test]
+    fn retransmit_shows_the_stack_as_symbols_only() {
+        let clock = Clock { realtime_minus_monotonic_ns: 1_700_000_000_000_000_000 };
+        let value = event_json(&retransmit(), &clock);
+        assert_eq!(
+            value,
+            json!({
+                "type": "tcp.retransmit", "time_unix_nano": 1_700_000_000_000_001_000u64,
+                "hook_form": "tracepoint", "pid": 4242, "tid": 4243, "comm": "curl", "cgroup_id": 77,
+                "sock_id": sock_token(0xffff_8880_0000_2000), "state": "ESTABLISHED",
+                "local_addr": "10.213.0.1", "local_port": 45792, "remote_addr": "10.213.0.2", "remote_port": 9099,
+                "stack": ["__tcp_retransmit_skb+0x4ea", "tcp_retransmit_skb+0x12", "tcp_retransmit_timer+0x667"]
+            })
+        );
+        assert!(!value.to_string().contains("ffffffff81"), "no raw kernel address: {value}");
+        let clock = Clock { realtime_minus_monotonic_ns: 0 };
+        assert_eq!(
+            event_line(&retransmit(), &clock),
+            "00:00:00.000 retrans pid=4242 comm=curl 10.213.0.1:45792 -> 10.213.0.2:9099 state=ESTABLISHED \
+             stack=__tcp_retransmit_skb+0x4ea <- tcp_retransmit_skb+0x12 <- tcp_retransmit_timer+0x667"
+        );
+    }
+
+    #[test]
+    fn drop_records_read_as_counts_at_a_place() {
+        let record = crate::drops::DropRecord {
+            reason: "NO_SOCKET".into(),
+            reason_code: 3,
+            protocol: "ipv4".into(),
+            location: "tcp_v4_rcv+0x99".into(),
+            function: "tcp_v4_rcv".into(),
+            count: 12,
+            total: 40,
+        };
+        assert_eq!(
+            drop_line(&record, 3_600_000_000_000),
+            "01:00:00.000 drop    12 packets NO_SOCKET at tcp_v4_rcv+0x99 (ipv4), 40 in all"
+        );
+        let value: Value = serde_json::from_str(&drop_json(&record, 5)).unwrap();
+        assert_eq!(
+            value,
+            json!({
+                "type": "drop", "time_unix_nano": 5, "reason": "NO_SOCKET", "reason_code": 3, "protocol": "ipv4",
+                "location": "tcp_v4_rcv+0x99", "function": "tcp_v4_rcv", "count": 12, "total": 40
+            })
+        );
+    }
+
     fn exit_at(ts: u64) -> Event {
         let mut raw = kscope_common::ProcessExitEvent {
             header: crate::decode::tests::header(kscope_common::EventKind::ProcessExit),

@@ -328,3 +328,64 @@ fn http_histograms_count_each_request_under_its_route() {
     let counts: Vec<_> = h.data_points.iter().map(|p| (get(&p.attributes, "http.route").cloned(), p.count)).collect();
     assert_eq!(counts, [(Some(s("/health")), 1), (Some(s("/users/{id}")), 3)]);
 }
+
+fn retransmit(pid: u32, comm: &str, state: u32) -> Event {
+    Event::Retransmit(crate::decode::Retransmit {
+        origin: Origin {
+            hook_form: HookFormId::Tracepoint,
+            pid,
+            tid: pid,
+            timestamp_ns: 5_000,
+            cgroup_id: 0,
+            comm: comm.into(),
+        },
+        sock_id: 1,
+        state,
+        local: (ip(1), 40000),
+        remote: (ip(2), 8080),
+        stack: vec![1, 2],
+        frames: Vec::new(),
+    })
+}
+
+/// Counter values of `name` per (service.name, state attribute).
+fn retransmit_counts(t: &Telemetry) -> Vec<(String, String, u64)> {
+    use opentelemetry_proto::tonic::metrics::v1::number_data_point;
+    let mut out = Vec::new();
+    for rm in t.metric_store().lock().unwrap().snapshot(0) {
+        let service = rm.resource.as_ref().and_then(|r| get(&r.attributes, "service.name").cloned());
+        for metric in rm.scope_metrics.iter().flat_map(|s| &s.metrics).filter(|m| m.name == "kscope.tcp.retransmits") {
+            let Some(Data::Sum(sum)) = &metric.data else { panic!("not a sum") };
+            assert!(sum.is_monotonic);
+            for p in &sum.data_points {
+                let Some(number_data_point::Value::AsInt(v)) = p.value else { panic!("not an int") };
+                let state = get(&p.attributes, "kscope.tcp.state").cloned();
+                let text = |v: Option<Value>| match v {
+                    Some(Value::StringValue(s)) => s,
+                    other => format!("{other:?}"),
+                };
+                out.push((text(service.clone()), text(state), v as u64));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn retransmits_count_on_the_owners_resource_or_kscopes() {
+    let mut t = telemetry();
+    t.on_event(&retransmit(CURL, "curl", 1));
+    t.on_event(&retransmit(CURL, "curl", 1));
+    t.on_event(&retransmit(CURL, "curl", 2));
+    // Opened before kscope started: no owner known.
+    t.on_event(&retransmit(0, "", 4));
+    assert_eq!(
+        retransmit_counts(&t),
+        [
+            ("curl".to_owned(), "ESTABLISHED".to_owned(), 2),
+            ("curl".to_owned(), "SYN_SENT".to_owned(), 1),
+            ("kscope".to_owned(), "FIN_WAIT1".to_owned(), 1),
+        ]
+    );
+}
