@@ -870,6 +870,30 @@ pub fn choice_lines(choices: &[SensorChoice]) -> Vec<String> {
     lines
 }
 
+/// `kscope probe`'s table of hooked kernel functions.
+pub fn function_lines(reports: &[crate::kernel::FunctionReport]) -> Vec<String> {
+    let mut lines = vec!["kernel functions hooked by kprobe and fentry forms:".to_owned()];
+    for r in reports {
+        let names = match r.kallsyms_names.as_slice() {
+            [] => "not in kallsyms (inlined or absent)".to_owned(),
+            [only] if *only == r.function => "in kallsyms".to_owned(),
+            names => format!("in kallsyms as {}", names.join(", ")),
+        };
+        let ftrace = match r.traceable {
+            Some(true) => "traceable",
+            Some(false) => "not traceable",
+            None => "traceability unknown",
+        };
+        let btf = if r.btf { "in BTF" } else { "not in BTF" };
+        let kprobe = match &r.kprobe_unusable {
+            None => String::new(),
+            Some(why) => format!("; kprobe: {why}"),
+        };
+        lines.push(format!("  {:<24} {names}; {ftrace}; {btf}{kprobe}", r.function));
+    }
+    lines
+}
+
 /// Writes one line; a closed stdout (e.g. `| head`) ends output quietly.
 pub fn write_line(out: &mut impl Write, line: &str) -> std::io::Result<()> {
     out.write_all(line.as_bytes())?;
@@ -976,6 +1000,46 @@ mod tests {
                 "type": "drop", "time_unix_nano": 5, "reason": "NO_SOCKET", "reason_code": 3, "protocol": "ipv4",
                 "location": "tcp_v4_rcv+0x99", "function": "tcp_v4_rcv", "count": 12, "total": 40
             })
+        );
+    }
+
+    #[test]
+    fn probe_explains_each_hooked_function() {
+        use crate::kernel::FunctionReport;
+        let report = |function: &str, names: &[&str], traceable, btf, why: Option<&str>| FunctionReport {
+            function: function.into(),
+            kallsyms_names: names.iter().map(|n| (*n).to_owned()).collect(),
+            traceable,
+            btf,
+            kprobe_unusable: why.map(str::to_owned),
+        };
+        let lines = function_lines(&[
+            report("tcp_connect", &["tcp_connect"], Some(true), true, None),
+            report("do_exit", &["do_exit", "do_exit.cold"], None, true, None),
+            report(
+                "tcp_sendpage",
+                &[],
+                Some(false),
+                false,
+                Some("tcp_sendpage is not in this kernel (inlined or absent)"),
+            ),
+            report(
+                "foo",
+                &["foo.isra.0"],
+                None,
+                false,
+                Some("foo is only in this kernel as foo.isra.0 (a compiler clone)"),
+            ),
+        ]);
+        assert_eq!(
+            lines,
+            [
+                "kernel functions hooked by kprobe and fentry forms:",
+                "  tcp_connect              in kallsyms; traceable; in BTF",
+                "  do_exit                  in kallsyms as do_exit, do_exit.cold; traceability unknown; in BTF",
+                "  tcp_sendpage             not in kallsyms (inlined or absent); not traceable; not in BTF; kprobe: tcp_sendpage is not in this kernel (inlined or absent)",
+                "  foo                      in kallsyms as foo.isra.0; traceability unknown; not in BTF; kprobe: foo is only in this kernel as foo.isra.0 (a compiler clone)",
+            ]
         );
     }
 

@@ -114,21 +114,70 @@ fn kprobe_functions(wanted: &BTreeSet<String>) -> BTreeMap<String, Result<(), St
         Ok(f) => f,
         Err(err) => return wanted.iter().map(|w| (w.clone(), Err(format!("cannot read kallsyms: {err}")))).collect(),
     };
+    wanted.iter().map(|name| (name.clone(), kprobe_verdict(&functions.lookup(name)))).collect()
+}
+
+/// Whether a kprobe can go on a function by its plain name. ftrace's list
+/// does not bind kprobes (they need no ftrace entry), so only presence
+/// under the plain name matters.
+fn kprobe_verdict(lookup: &symbol_resolver::FunctionLookup) -> Result<(), String> {
+    let name = &lookup.name;
+    match lookup.exact() {
+        Some(_) => Ok(()),
+        None if lookup.exists() => {
+            let names: Vec<&str> = lookup.candidates.iter().map(|c| c.name.as_str()).collect();
+            Err(format!("{name} is only in this kernel as {} (a compiler clone)", names.join(", ")))
+        }
+        None => Err(format!("{name} is not in this kernel (inlined or absent)")),
+    }
+}
+
+/// One kernel function a kprobe or fentry form hooks, as this kernel has
+/// it: what `kscope probe` shows, so a missing hook is explained before
+/// anything is loaded.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FunctionReport {
+    pub function: String,
+    /// Its names in kallsyms: itself and compiler clones (`.isra.0`,
+    /// `.constprop.0`, `.cold`); empty when inlined or absent.
+    pub kallsyms_names: Vec<String>,
+    /// Whether ftrace's `available_filter_functions` lists the plain name;
+    /// `None` when the list cannot be read.
+    pub traceable: Option<bool>,
+    /// Whether the kernel's BTF has it (an fentry/fexit target).
+    pub btf: bool,
+    /// `None` when a kprobe can go on the plain name, else why not.
+    pub kprobe_unusable: Option<String>,
+}
+
+/// Reports on every function the sensors' forms hook.
+pub fn function_reports(features: &KernelFeatures, wanted: &BTreeSet<String>) -> Vec<FunctionReport> {
+    use symbol_resolver::{KernelFunctions, Traceable};
+    let functions = KernelFunctions::load_default().map_err(|e| e.to_string());
     wanted
         .iter()
         .map(|name| {
-            let lookup = functions.lookup(name);
-            // ftrace's list does not bind kprobes (they need no ftrace entry),
-            // so only presence under the plain name matters here.
-            let verdict = match lookup.exact() {
-                Some(_) => Ok(()),
-                None if lookup.exists() => {
-                    let names: Vec<&str> = lookup.candidates.iter().map(|c| c.name.as_str()).collect();
-                    Err(format!("{name} is only in this kernel as {} (a compiler clone)", names.join(", ")))
+            let (kallsyms_names, traceable, kprobe_unusable) = match &functions {
+                Ok(functions) => {
+                    let lookup = functions.lookup(name);
+                    let traceable = lookup.exact().and_then(|c| match c.traceable {
+                        Traceable::Yes => Some(true),
+                        Traceable::No => Some(false),
+                        Traceable::Unknown { .. } => None,
+                    });
+                    let names = lookup.candidates.iter().map(|c| c.name.clone()).collect();
+                    let traceable = if lookup.exists() { traceable } else { Some(false) };
+                    (names, traceable, kprobe_verdict(&lookup).err())
                 }
-                None => Err(format!("{name} is not in this kernel (inlined or absent)")),
+                Err(why) => (Vec::new(), None, Some(format!("cannot read kallsyms: {why}"))),
             };
-            (name.clone(), verdict)
+            FunctionReport {
+                function: name.clone(),
+                kallsyms_names,
+                traceable,
+                btf: features.btf_functions.contains(name),
+                kprobe_unusable,
+            }
         })
         .collect()
 }

@@ -143,7 +143,7 @@ pub fn wanted() -> Wanted {
     let mut wanted = Wanted::default();
     for sensor in SENSORS {
         for form in sensor.forms {
-            for program in form.programs {
+            for program in form.programs.iter().chain(form.optional) {
                 match program.attach {
                     Attach::Tracepoint(cat, name) => {
                         wanted.tracepoints.insert((cat.to_owned(), name.to_owned()));
