@@ -145,7 +145,9 @@ fn tracepoint_forms_report_nginx_and_curl_exactly() {
         vec![
             ("process".to_owned(), "tracepoint".to_owned()),
             ("tcp".to_owned(), "tracepoint".to_owned()),
-            ("socket_data".to_owned(), "tracepoint".to_owned())
+            ("socket_data".to_owned(), "tracepoint".to_owned()),
+            ("retransmit".to_owned(), "tracepoint".to_owned()),
+            ("drops".to_owned(), "tracepoint".to_owned())
         ]
     );
     // Tracepoint is the process and tcp sensors' first choice: nothing
@@ -271,8 +273,9 @@ fn probe_names_each_rejected_form_and_its_reason() {
     assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
     let lines: Vec<&str> = text.lines().collect();
     assert!(lines[0].starts_with("kernel "), "{text}");
+    let table = lines.iter().position(|l| *l == "kernel functions hooked by kprobe and fentry forms:").expect("{text}");
     assert_eq!(
-        lines[1..],
+        lines[1..table],
         [
             "process      tracepoint (process exec and exit)",
             "             fallback fentry: unavailable: fexit:bprm_execve: EPERM from BPF_PROG_LOAD",
@@ -283,9 +286,48 @@ fn probe_names_each_rejected_form_and_its_reason() {
             "socket_data  tracepoint (leading bytes of TCP and UDP sends and receives)",
             "             rejected fentry: fentry:tcp_sendmsg: EPERM from BPF_PROG_LOAD",
             "             rejected kprobe: CONFIG_KPROBES not set (no kprobe PMU at /sys/bus/event_source/devices/kprobe)",
+            "retransmit   tracepoint (TCP retransmits with the kernel stack)",
+            "             fallback fentry: unavailable: fentry:tcp_retransmit_skb: EPERM from BPF_PROG_LOAD",
+            "             fallback kprobe: unavailable: CONFIG_KPROBES not set (no kprobe PMU at /sys/bus/event_source/devices/kprobe)",
+            "drops        tracepoint (packet drops by reason and kernel location)",
         ],
         "{text}"
     );
+    // Each hooked function's names, as /proc/kallsyms itself lists them:
+    // the name and its compiler clones (`name.isra.0`, `name.cold`, ...).
+    let kallsyms = std::fs::read_to_string("/proc/kallsyms").unwrap();
+    let rows = &lines[table + 1..];
+    let functions: Vec<&str> = rows.iter().map(|r| r.split_whitespace().next().unwrap()).collect();
+    for f in ["tcp_connect", "tcp_retransmit_skb", "tcp_sendmsg", "tcp_sendpage", "bprm_execve", "do_exit"] {
+        assert!(functions.contains(&f), "{f} in {text}");
+    }
+    for (row, function) in rows.iter().zip(&functions) {
+        let mut names: Vec<&str> = kallsyms
+            .lines()
+            .filter_map(|l| {
+                let mut f = l.split_whitespace();
+                let (_, kind, name) = (f.next()?, f.next()?, f.next()?);
+                let clone = name.strip_prefix(function).and_then(|rest| rest.strip_prefix('.')).is_some_and(|rest| {
+                    ["isra", "constprop", "part", "cold", "lto_priv", "localalias", "llvm"]
+                        .iter()
+                        .any(|w| rest.starts_with(w))
+                });
+                ("Tt".contains(kind) && (name == *function || clone)).then_some(name)
+            })
+            .collect();
+        names.dedup();
+        // The plain name first, then the clones in kallsyms order.
+        names.sort_by_key(|n| n != function);
+        let expected = match names.as_slice() {
+            [] => "not in kallsyms (inlined or absent)".to_owned(),
+            [only] if only == function => "in kallsyms".to_owned(),
+            names => format!("in kallsyms as {}", names.join(", ")),
+        };
+        let rest = row.trim_start().strip_prefix(function).unwrap().trim_start();
+        assert!(rest.starts_with(&format!("{expected};")), "{row}: expected {expected}");
+        // Every function is in BTF here except those the kernel lacks.
+        assert_eq!(rest.contains("; in BTF"), !names.is_empty(), "{row}");
+    }
 }
 
 #[test]

@@ -180,6 +180,15 @@ impl KernelBtf {
                 Err(err) => missing.push(err),
             }
         }
+        // `sock.sk_flags` moved into `sock_common` as `skc_flags` (6.18 has it); a
+        // sock starts with its sock_common, so either offset is the sock's.
+        match self.member_offset_any("sock", &["sk_flags"]) {
+            Ok(offset) => offsets.sk_flags = offset,
+            Err(err) => match self.member_offset_any("sock_common", &["skc_flags"]) {
+                Ok(offset) => offsets.sk_flags = offset,
+                Err(_) => missing.push(err),
+            },
+        }
         // `enum iter_type` was renumbered in 6.4; the programs compare against these.
         for (slot, name) in [(&mut offsets.iter_ubuf_value, "ITER_UBUF"), (&mut offsets.iter_iovec_value, "ITER_IOVEC")]
         {

@@ -406,6 +406,9 @@ pub struct KernelOffsets {
     /// Values of `enum iter_type` on this kernel (they were renumbered in 6.4).
     pub iter_ubuf_value: u32,
     pub iter_iovec_value: u32,
+    /// `sock.sk_flags` (an unsigned long of `enum sock_flags` bits).
+    pub sk_flags: u32,
+    pub _pad: u32,
 }
 
 pub const OFFSET_MISSING: u32 = u32::MAX;
@@ -446,6 +449,8 @@ impl KernelOffsets {
             iov_iter_nr_segs: OFFSET_MISSING,
             iter_ubuf_value: OFFSET_MISSING,
             iter_iovec_value: OFFSET_MISSING,
+            sk_flags: OFFSET_MISSING,
+            _pad: 0,
         }
     }
 }
@@ -545,6 +550,11 @@ pub mod tcp_state {
 
 pub const IPPROTO_TCP: u16 = 6;
 
+/// Bit of `sock.sk_flags` that `tcp_fin` sets when the peer's FIN is
+/// processed (`enum sock_flags`: SOCK_DEAD is 0, SOCK_DONE 1; unchanged
+/// since 2.6).
+pub const SOCK_DONE: u32 = 1;
+
 /// Names of the globals and maps the daemon addresses by string; one place so
 /// the two sides cannot drift.
 pub mod names {
@@ -611,7 +621,7 @@ mod tests {
         assert_eq!(size_of::<ProcessExitEvent>(), 48 + 16);
         assert_eq!(size_of::<TcpEvent>(), 48 + 8 + 8 + 8 + 32 + 24);
         assert_eq!(size_of::<SocketDataHeader>(), 48 + 16 + 20 + 4 + 32 + 8 + 16);
-        assert_eq!(size_of::<KernelOffsets>(), 33 * 4);
+        assert_eq!(size_of::<KernelOffsets>(), 35 * 4);
         assert_eq!(size_of::<TracepointLayout>(), 28 * 4);
         assert_eq!(size_of::<TcpRetransmitEvent>(), 48 + 8 + 8 + 8 + 32 + 8 * KERNEL_STACK_FRAMES);
         assert_eq!(size_of::<DropKey>(), 16);

@@ -18,8 +18,8 @@ use aya_ebpf::{
     programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext, TracePointContext},
 };
 use kscope_common::{
-    AF_INET, AF_INET6, EventHeader, EventKind, HookFormId, IPPROTO_TCP, OFFSET_MISSING, TcpEvent, TcpRole,
-    counter_slot, tcp_state,
+    AF_INET, AF_INET6, EventHeader, EventKind, HookFormId, IPPROTO_TCP, OFFSET_MISSING, SOCK_DONE, TcpEvent,
+    TcpRole, counter_slot, tcp_state,
 };
 
 use crate::{
@@ -185,11 +185,16 @@ fn on_close<C: EbpfContext>(ctx: &C, form: HookFormId, sk: u64, old: i32, ends: 
     header.hook_form = form as u32;
     header.timestamp_ns = now;
     // `bytes_received` is receive sequence space: the peer's FIN takes one
-    // number of it. States from which only a received FIN leads to CLOSE
-    // tell that it is in there; FIN_WAIT2 ends by the peer's FIN (TIME_WAIT)
-    // unless its timer runs out first, where this undercounts by one.
-    let fin_received =
-        matches!(old, tcp_state::FIN_WAIT2 | tcp_state::CLOSE_WAIT | tcp_state::LAST_ACK | tcp_state::CLOSING);
+    // number of it, and `tcp_fin` marks the sock SOCK_DONE when it does. A
+    // FIN_WAIT2 sock handed to a timewait sock before the FIN came never
+    // got it. Without the flag's offset, states from which only a received
+    // FIN leads to CLOSE tell (off by one in that FIN_WAIT2 case).
+    let fin_received = match kernel::read::<u64>(sk, offset!(sk_flags)) {
+        Ok(flags) => flags & (1 << SOCK_DONE) != 0,
+        Err(_) => {
+            matches!(old, tcp_state::FIN_WAIT2 | tcp_state::CLOSE_WAIT | tcp_state::LAST_ACK | tcp_state::CLOSING)
+        }
+    };
     let received = kernel::read::<u64>(sk, offset!(tcp_bytes_received)).unwrap_or(0);
     let bytes = (
         kernel::read::<u64>(sk, offset!(tcp_bytes_sent)).unwrap_or(0),
