@@ -7,8 +7,9 @@ use kscope_common::{SocketDataConfig, names};
 use crate::kernel::KernelFeatures;
 
 /// Built by agent/build.rs from ebpf-probes/programs; embedded so the binary
-/// runs alone on another host.
-static PROBES: &[u8] = aya::include_bytes_aligned!(env!("KSCOPE_PROBES_OBJECT"));
+/// runs alone on another host. `kscope profile` loads it with its own
+/// settings (profile.rs).
+pub static PROBES: &[u8] = aya::include_bytes_aligned!(env!("KSCOPE_PROBES_OBJECT"));
 
 pub fn load(features: &KernelFeatures, socket_data: &SocketDataConfig) -> anyhow::Result<Ebpf> {
     let ebpf = EbpfLoader::new()

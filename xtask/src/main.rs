@@ -169,6 +169,8 @@ const LAYERS: &[Layer] = &[
             "otlp",
             "--test",
             "network",
+            "--test",
+            "profile",
         ]),
     },
     // Debian's 6.1 and 6.12 kernels under QEMU: kprobe, fentry, tracepoint.
