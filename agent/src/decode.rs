@@ -169,7 +169,7 @@ pub fn tcp_state_name(state: u32) -> &'static str {
 fn retransmit(bytes: &[u8], origin: Origin) -> Result<Retransmit, DecodeError> {
     let raw: TcpRetransmitEvent = record(bytes, EventKind::TcpRetransmit)?;
     let frames = raw.stack_bytes as usize / 8;
-    if raw.stack_bytes % 8 != 0 || frames > KERNEL_STACK_FRAMES {
+    if !raw.stack_bytes.is_multiple_of(8) || frames > KERNEL_STACK_FRAMES {
         return Err(DecodeError::BadStackLength(raw.stack_bytes));
     }
     Ok(Retransmit {
