@@ -1,11 +1,15 @@
 use std::borrow::Cow;
 
+/// Whether [`demangle`] may change the name. Both schemes start with `_Z` or `_R`
+/// (`__Z`/`__R` where the platform prefixes an underscore); checking first keeps C names,
+/// the vast majority in kernel and libc stacks, free of demangling attempts.
+pub(crate) fn may_be_mangled(name: &str) -> bool {
+    ["_Z", "_R", "__Z", "__R"].iter().any(|prefix| name.starts_with(prefix))
+}
+
 /// Demangles Rust (legacy and v0) and Itanium C++ names; other names come back unchanged.
 pub(crate) fn demangle(name: &str) -> Cow<'_, str> {
-    // Both schemes start with `_Z` or `_R` (`__Z`/`__R` where the platform prefixes an
-    // underscore); checking first keeps C names, the vast majority in kernel and libc
-    // stacks, free of demangling attempts.
-    if !["_Z", "_R", "__Z", "__R"].iter().any(|prefix| name.starts_with(prefix)) {
+    if !may_be_mangled(name) {
         return Cow::Borrowed(name);
     }
     if let Ok(rust) = rustc_demangle::try_demangle(name) {

@@ -15,7 +15,9 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use object::{CompressionFormat, Object, ObjectSection, ObjectSegment, ObjectSymbol, SectionFlags};
 
-use crate::demangle::demangle;
+use crate::addr_index::AddrIndex;
+use crate::demangle::{demangle, may_be_mangled};
+use crate::lines::{LineRef, LineTable};
 use crate::{CodeInfo, InlinedFrame, Options, Reason};
 
 /// A file's bytes: mapped when that is safe, read into memory otherwise.
@@ -152,16 +154,26 @@ struct TableSym {
     end: u64,
     name_start: u32,
     name_len: u32,
+    /// The name's slot in [`SymbolTable::demangled`], or [`NOT_MANGLED`].
+    demangled: u32,
     /// Lower is preferred among symbols at one address: functions before untyped labels,
     /// then global before weak before local.
     rank: u8,
 }
 
+const NOT_MANGLED: u32 = u32::MAX;
+
 /// Function symbols sorted by address.
 #[derive(Debug, Default)]
 struct SymbolTable {
     syms: Vec<TableSym>,
+    /// The symbols' addresses, for the search.
+    index: AddrIndex,
     names: String,
+    /// Demangled names, each made the first time it is asked for: demangling a Rust or C++
+    /// name takes longer than the rest of a lookup, and hot symbols are asked for again and
+    /// again. Only names that may be mangled have a slot (none in a kernel).
+    demangled: Vec<OnceLock<Box<str>>>,
 }
 
 impl SymbolTable {
@@ -214,11 +226,35 @@ impl SymbolTable {
                 // At least the address itself, whatever the section says.
                 symbol.section_index().and_then(section_end).unwrap_or(0).max(addr.saturating_add(1))
             };
+            let demangled = if may_be_mangled(&name) {
+                let Ok(slot) = u32::try_from(table.demangled.len()) else { break };
+                table.demangled.push(OnceLock::new());
+                slot
+            } else {
+                NOT_MANGLED
+            };
             table.names.push_str(&name);
-            table.syms.push(TableSym { addr, size, end, name_start, name_len, rank: kind_rank + binding_rank });
+            table.syms.push(TableSym {
+                addr,
+                size,
+                end,
+                name_start,
+                name_len,
+                demangled,
+                rank: kind_rank + binding_rank,
+            });
         }
-        table.syms.sort_by_key(|s| (s.addr, s.rank));
+        table.finish();
         table
+    }
+
+    /// Sorts the symbols and indexes their addresses.
+    fn finish(&mut self) {
+        self.syms.sort_by_key(|s| (s.addr, s.rank));
+        self.syms.shrink_to_fit();
+        self.names.shrink_to_fit();
+        self.demangled.shrink_to_fit();
+        self.index = AddrIndex::new(self.syms.iter().map(|s| s.addr).collect());
     }
 
     fn name(&self, sym: &TableSym) -> &str {
@@ -226,16 +262,26 @@ impl SymbolTable {
         self.names.get(start..start + sym.name_len as usize).unwrap_or_default()
     }
 
+    /// The name to report: demangled (once, then cached) when `demangle` is on.
+    fn display_name(&self, sym: &TableSym, demangle_names: bool) -> &str {
+        // The slot first: once filled, the raw name (another cache miss) is not needed.
+        match self.demangled.get(sym.demangled as usize).filter(|_| demangle_names) {
+            Some(slot) => slot.get_or_init(|| demangle(self.name(sym)).into()),
+            None => self.name(sym),
+        }
+    }
+
     /// The symbol covering `addr`: among those at the nearest address at or below it, the
     /// preferred one that covers it (a size-0 label runs to the next symbol, within its
     /// section); failing that, an earlier symbol that still covers it (a function with a
     /// nested label).
     fn find(&self, addr: u64) -> Option<&TableSym> {
-        let after = self.syms.partition_point(|s| s.addr <= addr);
-        let nearest = self.syms.get(after.checked_sub(1)?)?.addr;
+        let addrs = self.index.addrs();
+        let after = self.index.count_at_or_below(addr);
+        let nearest = *addrs.get(after.checked_sub(1)?)?;
         // Walk back over the aliases at `nearest`: a few at most, where a
         // second binary search would cost a cache miss per step.
-        let group = self.syms.get(..after)?.iter().rev().take_while(|s| s.addr == nearest).count();
+        let group = addrs.get(..after)?.iter().rev().take_while(|&&a| a == nearest).count();
         let group = after - group;
         let covers = |s: &&TableSym| addr < s.end;
         if let Some(found) = self.syms.get(group..after)?.iter().find(covers) {
@@ -248,19 +294,21 @@ impl SymbolTable {
 
 type DwarfContext<'data> = addr2line::Context<gimli::EndianSlice<'data, gimli::RunTimeEndian>>;
 
-/// The bytes the DWARF context borrows.
+/// The DWARF sections of one file.
 struct DwarfData {
     data: Arc<Backing>,
     /// Compressed debug sections (`SHF_COMPRESSED` or `.zdebug_*`), inflated once, by their
     /// `.debug_*` name.
     inflated: HashMap<String, Vec<u8>>,
+    /// Address ranges of the executable sections.
+    code: Vec<(u64, u64)>,
 }
 
 self_cell::self_cell!(
     /// An addr2line context together with the file bytes it borrows, so it can be cached
     /// without copying the (for a vmlinux, hundreds of megabytes of) debug sections.
     struct DwarfCell {
-        owner: DwarfData,
+        owner: Arc<DwarfData>,
         #[not_covariant]
         dependent: DwarfContext,
     }
@@ -270,41 +318,58 @@ self_cell::self_cell!(
 /// lie would otherwise reserve it.
 const MAX_INFLATED: u64 = 1 << 32;
 
-fn load_dwarf(data: Arc<Backing>) -> Result<DwarfCell, String> {
-    let mut inflated = HashMap::new();
-    {
-        let file = object::File::parse(&data[..]).map_err(|e| e.to_string())?;
-        for section in file.sections() {
-            let Ok(name) = section.name() else { continue };
-            let name = match name.strip_prefix(".zdebug_") {
-                Some(rest) => format!(".debug_{rest}"),
-                None if name.starts_with(".debug_") => name.to_owned(),
-                None => continue,
-            };
-            let Ok(range) = section.compressed_file_range() else { continue };
-            if range.format == CompressionFormat::None || range.uncompressed_size > MAX_INFLATED {
-                continue;
-            }
-            if let Ok(bytes) = section.uncompressed_data() {
-                inflated.insert(name, bytes.into_owned());
+impl DwarfData {
+    fn load(data: Arc<Backing>) -> Result<Self, String> {
+        let mut inflated = HashMap::new();
+        let mut code = Vec::new();
+        {
+            let file = object::File::parse(&data[..]).map_err(|e| e.to_string())?;
+            for section in file.sections() {
+                if matches!(section.flags(), SectionFlags::Elf { sh_flags, .. } if sh_flags.contains(object::elf::SHF_EXECINSTR))
+                    && let Some(end) = section.address().checked_add(section.size())
+                {
+                    code.push((section.address(), end));
+                }
+                let Ok(name) = section.name() else { continue };
+                let name = match name.strip_prefix(".zdebug_") {
+                    Some(rest) => format!(".debug_{rest}"),
+                    None if name.starts_with(".debug_") => name.to_owned(),
+                    None => continue,
+                };
+                let Ok(range) = section.compressed_file_range() else { continue };
+                if range.format == CompressionFormat::None || range.uncompressed_size > MAX_INFLATED {
+                    continue;
+                }
+                if let Ok(bytes) = section.uncompressed_data() {
+                    inflated.insert(name, bytes.into_owned());
+                }
             }
         }
+        Ok(Self { data, inflated, code })
     }
-    DwarfCell::try_new(DwarfData { data, inflated }, |owner| {
-        let file = object::File::parse(&owner.data[..]).map_err(|e| e.to_string())?;
+
+    fn sections(&self) -> Result<gimli::Dwarf<gimli::EndianSlice<'_, gimli::RunTimeEndian>>, String> {
+        let file = object::File::parse(&self.data[..]).map_err(|e| e.to_string())?;
         let endian = if file.is_little_endian() { gimli::RunTimeEndian::Little } else { gimli::RunTimeEndian::Big };
-        let dwarf = gimli::Dwarf::load(|id| -> Result<_, gimli::Error> {
+        gimli::Dwarf::load(|id| -> Result<_, gimli::Error> {
             let name = id.name();
-            let bytes = match owner.inflated.get(name) {
+            let bytes = match self.inflated.get(name) {
                 Some(bytes) => bytes.as_slice(),
                 // Missing and NOBITS sections read as empty, which gimli handles.
                 None => file.section_by_name(name).and_then(|s| s.data().ok()).unwrap_or_default(),
             };
             Ok(gimli::EndianSlice::new(bytes, endian))
         })
-        .map_err(|e| e.to_string())?;
-        addr2line::Context::from_dwarf(dwarf).map_err(|e| e.to_string())
-    })
+        .map_err(|e| e.to_string())
+    }
+
+    fn context(self: Arc<Self>) -> Result<DwarfCell, String> {
+        DwarfCell::try_new(self, |owner| addr2line::Context::from_dwarf(owner.sections()?).map_err(|e| e.to_string()))
+    }
+
+    fn line_table(&self) -> Result<LineTable, String> {
+        Ok(LineTable::build(&self.sections()?, &self.code))
+    }
 }
 
 fn code_info(location: &addr2line::Location<'_>) -> Option<CodeInfo> {
@@ -321,6 +386,28 @@ pub(crate) struct Resolved {
     pub(crate) inlined: Vec<InlinedFrame>,
 }
 
+/// A symbolized address without inlined frames, borrowing its strings from the file's
+/// tables: cheap to find and to copy around before the strings are copied out.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Found<'a> {
+    pub(crate) name: &'a str,
+    pub(crate) addr: u64,
+    pub(crate) size: Option<u64>,
+    pub(crate) code: Option<LineRef<'a>>,
+}
+
+impl Found<'_> {
+    pub(crate) fn to_owned(self) -> Resolved {
+        Resolved {
+            name: self.name.to_owned(),
+            addr: self.addr,
+            size: self.size,
+            code: self.code.map(LineRef::to_owned),
+            inlined: Vec::new(),
+        }
+    }
+}
+
 /// Inlining is rarely more than a few dozen levels deep; the bound stops a malformed DIE
 /// tree from producing an unbounded frame list.
 const MAX_FRAMES: usize = 256;
@@ -335,7 +422,11 @@ pub(crate) struct ElfFile {
     search: DebugSearch,
     debug: OnceLock<Option<Arc<ElfFile>>>,
     symbols: OnceLock<SymbolTable>,
+    dwarf_data: OnceLock<Option<Arc<DwarfData>>>,
+    /// For inlined frames.
     dwarf: OnceLock<Option<Mutex<DwarfCell>>>,
+    /// For lines without inlined frames.
+    lines: OnceLock<Option<LineTable>>,
 }
 
 impl ElfFile {
@@ -353,7 +444,9 @@ impl ElfFile {
             search,
             debug: OnceLock::new(),
             symbols: OnceLock::new(),
+            dwarf_data: OnceLock::new(),
             dwarf: OnceLock::new(),
+            lines: OnceLock::new(),
         })
     }
 
@@ -452,8 +545,8 @@ impl ElfFile {
         })
     }
 
-    fn dwarf(&self) -> Option<&Mutex<DwarfCell>> {
-        self.dwarf
+    fn dwarf_data(&self) -> Option<&Arc<DwarfData>> {
+        self.dwarf_data
             .get_or_init(|| {
                 let data = if self.info.has_dwarf {
                     Arc::clone(&self.data)
@@ -462,23 +555,28 @@ impl ElfFile {
                     Arc::clone(&debug.data)
                 };
                 // Broken DWARF costs line info only; the symbol table still answers.
-                load_dwarf(data).ok().map(Mutex::new)
+                DwarfData::load(data).ok().map(Arc::new)
             })
             .as_ref()
     }
 
-    /// Source location and inlined frames of `vaddr`: (the location in the outermost
-    /// function, the inlined frames outermost first).
+    fn dwarf(&self) -> Option<&Mutex<DwarfCell>> {
+        self.dwarf.get_or_init(|| Arc::clone(self.dwarf_data()?).context().ok().map(Mutex::new)).as_ref()
+    }
+
+    fn line_table(&self) -> Option<&LineTable> {
+        self.lines.get_or_init(|| self.dwarf_data()?.line_table().ok()).as_ref()
+    }
+
+    /// Source location and inlined frames of `vaddr` from addr2line: (the location in the
+    /// outermost function, the inlined frames outermost first). Without inlined frames,
+    /// [`Self::find`] answers from the line table instead.
     fn code_info(&self, vaddr: u64, options: &Options) -> (Option<CodeInfo>, Vec<InlinedFrame>) {
         let Some(dwarf) = self.dwarf() else { return (None, Vec::new()) };
         // A panic elsewhere while holding the lock leaves the context as consistent as
         // addr2line's lazily filled cells are; keep using it.
         let cell = dwarf.lock().unwrap_or_else(PoisonError::into_inner);
         cell.with_dependent(|_, context| {
-            if !options.inlined {
-                let location = context.find_location(vaddr).ok().flatten();
-                return (location.as_ref().and_then(code_info), Vec::new());
-            }
             // Innermost first, as addr2line yields them.
             let mut frames = Vec::new();
             if let Ok(mut iter) = context.find_frames(vaddr).skip_all_loads() {
@@ -506,12 +604,33 @@ impl ElfFile {
 
     /// Symbolizes one of this file's virtual addresses.
     pub(crate) fn resolve(&self, vaddr: u64, options: &Options) -> Result<Resolved, Reason> {
+        if Self::finds(options) {
+            return self.find(vaddr, options).map(Found::to_owned).ok_or(Reason::NoSymbol);
+        }
         let table = self.symbol_table();
         let sym = table.find(vaddr).ok_or(Reason::NoSymbol)?;
-        let raw = table.name(sym);
-        let name = if options.demangle { demangle(raw).into_owned() } else { raw.to_owned() };
+        let name = table.display_name(sym, options.demangle).to_owned();
         let (code, inlined) = if options.code_info { self.code_info(vaddr, options) } else { (None, Vec::new()) };
         Ok(Resolved { name, addr: sym.addr, size: (sym.size > 0).then_some(sym.size), code, inlined })
+    }
+
+    /// Whether [`Self::find`] answers with these options: all but inlined frames.
+    pub(crate) fn finds(options: &Options) -> bool {
+        !(options.code_info && options.inlined)
+    }
+
+    /// Symbolizes one of this file's virtual addresses without inlined frames (ignoring
+    /// [`Options::inlined`]), the strings borrowed; `None` when no symbol covers it.
+    pub(crate) fn find(&self, vaddr: u64, options: &Options) -> Option<Found<'_>> {
+        let table = self.symbol_table();
+        let sym = table.find(vaddr)?;
+        let code = if options.code_info { self.line_table().and_then(|lines| lines.find(vaddr)) } else { None };
+        Some(Found {
+            name: table.display_name(sym, options.demangle),
+            addr: sym.addr,
+            size: (sym.size > 0).then_some(sym.size),
+            code,
+        })
     }
 }
 
@@ -527,9 +646,9 @@ mod tests {
             table.names.push_str(name);
             let end = if size > 0 { addr + size } else { 0x2000 };
             let name_len = u32::try_from(name.len()).unwrap();
-            table.syms.push(TableSym { addr, size, end, name_start, name_len, rank });
+            table.syms.push(TableSym { addr, size, end, name_start, name_len, demangled: NOT_MANGLED, rank });
         }
-        table.syms.sort_by_key(|s| (s.addr, s.rank));
+        table.finish();
         table
     }
 
@@ -563,7 +682,7 @@ mod tests {
         for data in [&b""[..], b"\x7fELF", b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0\x03\0>\0", &[0xff; 64]] {
             assert!(parse_info(data).is_err());
             assert!(SymbolTable::build(data, false).syms.is_empty());
-            assert!(load_dwarf(Arc::new(Backing::Read(data.to_vec()))).is_err());
+            assert!(DwarfData::load(Arc::new(Backing::Read(data.to_vec()))).is_err());
         }
     }
 }

@@ -28,12 +28,14 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used, reason = "tests fail loudly"))]
 
+mod addr_index;
 mod attach;
 mod demangle;
 mod elf;
 mod error;
 mod kallsyms;
 mod kernel;
+mod lines;
 mod maps;
 mod process;
 mod symbolizer;

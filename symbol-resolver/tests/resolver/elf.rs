@@ -65,7 +65,39 @@ fn agree(case: &Case<'_>) -> usize {
             inlined += 1;
         }
     }
+    lines_alone_agree(case.ours, &symbols);
     inlined
+}
+
+/// Without inlined frames, lines come from a flattened line table rather than from
+/// addr2line: over every address of every function symbol (sampled down to ~20k), the
+/// line must be the innermost location the inlined lookup gives.
+fn lines_alone_agree(file: &Path, symbols: &std::collections::HashMap<String, (u64, u64)>) {
+    let total: u64 = symbols.values().map(|&(_, size)| size).sum();
+    let step = (total / 20_000).max(1);
+    let mut addrs: Vec<u64> =
+        symbols.values().flat_map(|&(start, size)| (start..start + size).step_by(step as usize)).collect();
+    addrs.sort_unstable();
+    let source = Source::Elf(Elf { path: file.to_path_buf() });
+    let inlined = symbolizer().symbolize(&source, &addrs);
+    let flat = Symbolizer::with_options(Options {
+        debug_dirs: vec![fixtures().debug_root.clone()],
+        inlined: false,
+        ..Options::default()
+    })
+    .symbolize(&source, &addrs);
+    let mut with_line = 0;
+    for ((addr, full), flat) in addrs.iter().zip(&inlined).zip(&flat) {
+        let (Some(full), Some(flat)) = (full.sym(), flat.sym()) else {
+            assert_eq!(full.reason(), flat.reason(), "{addr:#x}");
+            continue;
+        };
+        assert_eq!((&flat.name, flat.addr, flat.size), (&full.name, full.addr, full.size), "{addr:#x}");
+        assert_eq!(flat.code.as_ref(), full.location(), "{addr:#x} without inlined frames");
+        assert!(flat.inlined.is_empty());
+        with_line += usize::from(flat.code.is_some());
+    }
+    assert!(with_line > 0, "{}: no lines at all", file.display());
 }
 
 const C_FUNCTIONS: &[&str] = &["compute", "helper_static", "block_on_stdin", "main"];
