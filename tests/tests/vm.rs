@@ -2,9 +2,11 @@
 //! forced onto kprobe, then fentry, then tracepoint, against busybox's httpd
 //! and wget, with the same checks as on the host: the lifecycle records, and
 //! the HTTP exchanges (a 200 and a 404) of both ends with the socket data
-//! events behind them. One boot per kernel runs all three forms; `kscope
-//! probe` without a forced form must then choose each sensor's first
-//! preference.
+//! events behind them; TCP retransmits (of a SYN nobody answers) with
+//! their kernel stacks on every form, and the packet drops behind them on
+//! the tracepoint form, the drop sensor's only one. One boot per kernel
+//! runs all three forms; `kscope probe` without a forced form must then
+//! choose each sensor's first preference.
 //!
 //! `KSCOPE_SKIP_VM=1` (`cargo xtask test --no-vm`) skips these, loudly.
 
@@ -24,9 +26,10 @@ const PORT: u64 = 8080;
 const CLOSED_PORT: u64 = 8081;
 
 /// Runs in the guest. For each form: start kscope, wait until it reports
-/// its sensors, fetch a page and a missing page with wget from a fresh
-/// cgroup, try a closed port, stop kscope with SIGINT, print everything
-/// between markers.
+/// its sensors, start nc towards an address that drops its SYNs, fetch a
+/// page and a missing page with wget from a fresh cgroup, try a closed
+/// port, let nc's first retransmit happen, stop kscope with SIGINT, print
+/// everything between markers.
 const SCRIPT: &str = r#"
 mkdir -p /www /sys/fs/cgroup/kscope-test
 echo "hello from busybox httpd under kscope" > /www/index.html
@@ -35,7 +38,17 @@ echo "hello from busybox httpd under kscope" > /www/index.html
 mkdir -p /usr/local/bin
 cp /bin/busybox /usr/local/bin/wget
 cp /bin/busybox /usr/local/bin/httpd
+cp /bin/busybox /usr/local/bin/nc
 WGET=/usr/local/bin/wget
+# 10.99.0.2 goes out on lo and comes back to a host without that address:
+# tcp_v4_rcv drops each SYN (NO_SOCKET) and nc's SYN_SENT socket
+# retransmits it after 1 s, 3 s, ...
+ip route add 10.99.0.2/32 dev lo
+# Hundredths of a second since boot (boot takes well over 1 s, so no
+# leading zero turns the number octal).
+cs() { tr -d . < /proc/uptime | cut -d' ' -f1; }
+# Whether a child runs (kill -0 also succeeds on a zombie not yet waited for).
+running() { s=$(cut -d' ' -f3 /proc/$1/stat 2>/dev/null); [ -n "$s" ] && [ "$s" != Z ]; }
 CGROUP_ID=$(stat -c %i /sys/fs/cgroup/kscope-test)
 for FORM in kprobe fentry tracepoint; do
     kscope run --output json --hook-form $FORM --data-events --stats-interval 1 > /tmp/$FORM.jsonl 2> /tmp/$FORM.err &
@@ -46,6 +59,11 @@ for FORM in kprobe fentry tracepoint; do
         kill -0 $K 2>/dev/null || break
         sleep 0.2
     done
+    # First, so its retransmits (the first after 1 s) happen while the rest
+    # of the traffic runs.
+    /usr/local/bin/nc -w 3 10.99.0.2 9000 </dev/null &
+    NC=$!
+    NC0=$(cs)
     # The server starts after kscope: kretprobe and fexit see an accept only
     # if it began after they attached (README, "Known limits").
     /usr/local/bin/httpd -f -p 127.0.0.1:8080 -h /www &
@@ -61,9 +79,29 @@ for FORM in kprobe fentry tracepoint; do
     sh -c 'echo $$ > /sys/fs/cgroup/kscope-test/cgroup.procs; exec $0 -q -O /tmp/none http://127.0.0.1:8081/' $WGET &
     R=$!; wait $R; RCODE=$?
     sleep 1
-    kill -INT $K; wait $K; KCODE=$?
+    # nc's first retransmit is due 1 s after its SYN: leave it time to show.
+    until [ $(( $(cs) - NC0 )) -ge 160 ]; do sleep 0.1; done
+    # A kscope that does not stop fails the test with what its threads were
+    # doing (stop=), rather than leaving a guest that never powers off.
+    STOP=SIGINT
+    for SIG in INT TERM KILL; do
+        kill -$SIG $K 2>/dev/null
+        i=0
+        while running $K && [ $i -lt 100 ]; do i=$((i+1)); sleep 0.2; done
+        running $K || break
+        STOP=SIG$SIG-ignored
+        {
+            echo "kscope still runs 20 s after SIG$SIG; its threads:"
+            for t in /proc/$K/task/*; do
+                echo "$t $(cat $t/comm) state=$(cut -d' ' -f3 $t/stat) wchan=$(cat $t/wchan)"
+                cat $t/stack
+            done
+        } >> /tmp/$FORM.err 2>&1
+    done
+    wait $K; KCODE=$?
     kill $HTTPD; wait $HTTPD
-    echo "@@form $FORM shell=$$ httpd=$HTTPD wget=$W wcode=$WCODE missing=$M mcode=$MCODE refused=$R rcode=$RCODE kscope=$KCODE u0=$U0 u1=$U1 cgroup=$CGROUP_ID wget_path=$WGET body=$(cat /tmp/body)"
+    kill $NC 2>/dev/null; wait $NC
+    echo "@@form $FORM shell=$$ httpd=$HTTPD wget=$W wcode=$WCODE missing=$M mcode=$MCODE refused=$R rcode=$RCODE kscope=$KCODE stop=$STOP nc=$NC u0=$U0 u1=$U1 cgroup=$CGROUP_ID wget_path=$WGET body=$(cat /tmp/body)"
     cat /tmp/$FORM.jsonl
     echo "@@stderr"
     cat /tmp/$FORM.err
@@ -275,7 +313,14 @@ fn check_form(section: &str, form: &str, sendpage: bool) -> Result<(), String> {
     let sensors =
         records.first().filter(|r| r["type"] == "sensors").ok_or_else(|| format!("no sensors record{}", context()))?;
     for s in sensors["sensors"].as_array().into_iter().flatten() {
-        if s["chosen"] != form {
+        // The drop sensor has only a tracepoint form: forced onto another,
+        // it must stay off and say why.
+        if s["sensor"] == "drops" && form != "tracepoint" {
+            let why = json!([{"form": form, "reason": format!("drops has no {form} form")}]);
+            if s["chosen"] != Value::Null || s["rejected"] != why {
+                return Err(format!("drops forced onto {form} should be off, rejected {why}: {s}{}", context()));
+            }
+        } else if s["chosen"] != form {
             return Err(format!("sensor {} is on {} not {form}: {s}{}", s["sensor"], s["chosen"], context()));
         }
     }
@@ -330,7 +375,85 @@ fn check_form(section: &str, form: &str, sendpage: bool) -> Result<(), String> {
                 || ["data_read_", "data_write_", "data_sendfile_"].iter().any(|s| p.starts_with(s))
         })
         .collect();
+    // nc's SYN retransmits ran the retransmit sensor's program of this form.
+    let retransmit_program = match form {
+        "tracepoint" => "tcp_retransmit_tp",
+        "fentry" => "tcp_retransmit_fentry",
+        _ => "tcp_retransmit_kprobe",
+    };
+    if !ran.contains(&retransmit_program) {
+        return Err(format!("{retransmit_program} is not among the attached programs {programs:?}{}", context()));
+    }
     check_program_stats(summary, &ran).map_err(|e| format!("{e}{}", context()))?;
+    check_retransmits(&records, num(header, "nc"), form).map_err(|e| format!("{e}{}", context()))?;
+    if form == "tracepoint" {
+        check_drops(&records, summary).map_err(|e| format!("{e}{}", context()))?;
+    } else if summary.get("drops").is_some_and(|d| !d.is_null()) || records.iter().any(|r| r["type"] == "drop") {
+        return Err(format!("drop counts without the drop sensor: {}{}", summary["drops"], context()));
+    }
+    // Last: a kscope that missed SIGINT but stopped on SIGTERM wrote all of
+    // the above, worth checking too.
+    if field(header, "stop") != "SIGINT" {
+        return Err(format!("kscope did not stop on SIGINT (stop={}){}", field(header, "stop"), context()));
+    }
+    Ok(())
+}
+
+/// A frame's function, without its offset or the suffix of a compiler's
+/// clone: `__tcp_retransmit_skb.part.0+0x5a4` (6.1) → `__tcp_retransmit_skb`.
+fn function_of(frame: &str) -> &str {
+    frame.split(['+', '.', ' ']).next().unwrap_or(frame)
+}
+
+/// nc's SYNs to 10.99.0.2, sent again by the retransmit timer: at least one
+/// record of nc's socket, on this form, in SYN_SENT, with the kernel stack
+/// through `tcp_retransmit_skb` (or `__tcp_retransmit_skb`, where the
+/// tracepoint sits) from `tcp_retransmit_timer`.
+fn check_retransmits(records: &[Value], nc: u64, form: &str) -> Result<(), String> {
+    let all: Vec<&Value> = records.iter().filter(|r| r["type"] == "tcp.retransmit").collect();
+    let of_nc: Vec<&Value> = all.iter().copied().filter(|r| r["remote_port"] == 9000).collect();
+    if of_nc.is_empty() {
+        return Err(format!("no tcp.retransmit record of nc (pid {nc}) to port 9000; all retransmits: {all:?}"));
+    }
+    for r in &of_nc {
+        let stack: Vec<&str> =
+            r["stack"].as_array().into_iter().flatten().filter_map(Value::as_str).map(function_of).collect();
+        let through = stack.iter().any(|f| ["tcp_retransmit_skb", "__tcp_retransmit_skb"].contains(f));
+        if r["pid"] != nc
+            || r["comm"] != "nc"
+            || r["hook_form"] != form
+            || r["state"] != "SYN_SENT"
+            || r["remote_addr"] != "10.99.0.2"
+            || r["sock_id"].as_str().is_none_or(str::is_empty)
+            || !through
+            || !stack.contains(&"tcp_retransmit_timer")
+        {
+            return Err(format!("unexpected retransmit record of nc (pid {nc}, form {form}): {r}"));
+        }
+    }
+    Ok(())
+}
+
+/// The SYNs that found no socket (wget's to the closed port, nc's to
+/// 10.99.0.2): counted by reason and location, all of them tracked.
+fn check_drops(records: &[Value], summary: &Value) -> Result<(), String> {
+    let drops = &summary["drops"];
+    if drops["untracked"] != 0 || drops["counted"].as_u64().unwrap_or(0) == 0 {
+        return Err(format!("summary drops: {drops}"));
+    }
+    let no_socket = |r: &&Value| {
+        r["reason"] == "NO_SOCKET"
+            && r["function"] == "tcp_v4_rcv"
+            && r["protocol"] == "ipv4"
+            && r["total"].as_u64().unwrap_or(0) >= 1
+    };
+    let records: Vec<&Value> = records.iter().filter(|r| r["type"] == "drop").collect();
+    if !records.iter().any(no_socket) {
+        return Err(format!("no NO_SOCKET drop at tcp_v4_rcv among the drop records {records:?}"));
+    }
+    if !drops["top"].as_array().into_iter().flatten().any(|r| no_socket(&r)) {
+        return Err(format!("no NO_SOCKET drop at tcp_v4_rcv in the summary's top drops: {drops}"));
+    }
     Ok(())
 }
 
@@ -370,13 +493,16 @@ fn run_kernel(label: &str) {
         failures.push(format!("{} of {} forms ran; output:\n{}", sections.len(), FORMS.len(), run.output));
     }
     // Without a forced form every sensor takes its first preference
-    // (tracepoint for process and tcp, fentry for socket_data), and probe
-    // finds the other two forms available behind it.
+    // (tracepoint for process, tcp and retransmit, fentry for socket_data),
+    // and probe finds the other two forms available behind it; drops has
+    // no other form.
     let available = |a: &str, b: &str| json!([{"form": a, "unavailable": null}, {"form": b, "unavailable": null}]);
     let expected = [
         ("process", "tracepoint", available("fentry", "kprobe")),
         ("tcp", "tracepoint", available("fentry", "kprobe")),
         ("socket_data", "fentry", available("kprobe", "tracepoint")),
+        ("retransmit", "tracepoint", available("fentry", "kprobe")),
+        ("drops", "tracepoint", json!([])),
     ];
     match serde_json::from_str::<Value>(probe.trim()) {
         Ok(probe) => {
