@@ -175,13 +175,13 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     if choices.iter().all(|c| c.chosen.is_none()) {
         bail!("no sensor could start on kernel {}; `kscope probe` shows why", features.release);
     }
-    let mut drop_watch = match choices.iter().any(|c| c.sensor == sensors::drops::SENSOR.name && c.chosen.is_some()) {
-        true => match ebpf.take_map(names::DROPS).map(|map| DropWatch::new(map, possible)) {
-            Some(Ok(watch)) => Some(watch),
-            Some(Err(err)) => bail!("cannot read the packet drop counts: {err:#}"),
-            None => bail!("the eBPF object has no {} map", names::DROPS),
-        },
-        false => None,
+    let drops_running = choices.iter().any(|c| c.sensor == sensors::drops::SENSOR.name && c.chosen.is_some());
+    let mut drop_watch = if drops_running {
+        let map =
+            ebpf.take_map(names::DROPS).with_context(|| format!("the eBPF object has no {} map", names::DROPS))?;
+        Some(DropWatch::new(map, possible).context("cannot read the packet drop counts")?)
+    } else {
+        None
     };
     let l7 = Arc::new(Mutex::new(ConnCounts::default()));
     let table = ConnTable::new(opts.connections, IDLE_CONNECTION_NS, opts.privacy);
