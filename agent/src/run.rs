@@ -217,6 +217,10 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     interval.tick().await;
     let mut health_tick = tokio::time::interval(HEALTH_INTERVAL);
     let mut drop_tick = tokio::time::interval(DROP_INTERVAL);
+    // Both listeners live for the whole loop: a `ctrl_c()` future made anew
+    // in each pass is not listening while a branch body runs, and a SIGINT
+    // that arrives then is lost (the QEMU test caught kscope ignoring it).
+    let mut sigint = tokio::signal::unix::signal(SignalKind::interrupt())?;
     let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())?;
     let deadline = async {
         match opts.duration {
@@ -227,7 +231,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     tokio::pin!(deadline);
     loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => break,
+            _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
             () = &mut deadline => break,
             _ = interval.tick() => {
