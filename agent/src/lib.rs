@@ -1,9 +1,12 @@
 //! kscope's stages, one module each, in the order an event travels:
 //! kernel programs (`sensors`, `loader`, `kernel`) → per-CPU buffers
-//! (`transport`) → `decode` → connection table (`conntrack`) → protocol
-//! parsers (the `kscope-protocols` crate) → `output`; `stats` keeps the loss
-//! ledger across them. The `kscope` binary (main.rs) is the command line
-//! over these; benches and fuzz targets use them directly.
+//! (`transport`) → `decode` → kernel stacks symbolized (`stacks`) →
+//! connection table (`conntrack`) → protocol parsers (the
+//! `kscope-protocols` crate) → spans and metrics (`telemetry`, `export`) →
+//! `output`; `stats` keeps the loss ledger across them. Packet drops take a
+//! shorter way: counted in the kernel, read by `drops`. `profile` and
+//! `symbolize` are commands of their own. The `kscope` binary (main.rs) is
+//! the command line over these; benches and fuzz targets use them directly.
 
 #![cfg_attr(test, allow(clippy::unwrap_used, reason = "tests fail loudly"))]
 
