@@ -1,4 +1,5 @@
-//! Packet drops: the kernel's counts per (location, reason, protocol) →
+//! Packet drops: the kernel's counts per (location, reason, network
+//! namespace, protocol) →
 //! records a person can act on ("12 packets NO_SOCKET at tcp_v4_rcv+0x2a5").
 //! The drop sensor's program counts in a per-CPU map; this stage reads it
 //! once a second and reports what grew. Keys are never deleted from the map
@@ -84,6 +85,9 @@ pub struct DropRecord {
     pub reason: Arc<str>,
     pub reason_code: u32,
     pub protocol: String,
+    /// Inode of the network namespace the packet was in (`net:[inode]` in
+    /// `/proc/PID/ns/net`: which pod or container), 0 when unknown.
+    pub netns: u32,
     /// `function+0xoffset`, or `[unknown]`.
     pub location: Arc<str>,
     pub function: String,
@@ -98,7 +102,7 @@ pub struct DropSummary {
     pub counted: u64,
     /// Drops of a new key after the map was full (in no record).
     pub untracked: u64,
-    /// Distinct (location, reason, protocol) keys seen.
+    /// Distinct (location, reason, network namespace, protocol) keys seen.
     pub keys: usize,
     /// The keys with the most drops, most first (at most [`SUMMARY_TOP`]).
     pub top: Vec<DropRecord>,
@@ -152,6 +156,7 @@ impl DropWatch {
             reason: self.reasons.name(key.reason),
             reason_code: key.reason,
             protocol: protocol_name(key.protocol),
+            netns: key.netns,
             function: function_of(&location).to_owned(),
             location,
             count,

@@ -779,7 +779,7 @@ pub fn drop_json(record: &crate::drops::DropRecord, now_unix_ns: u64) -> String 
     serde_json::to_string(&DropJson { kind: "drop", time_unix_nano: now_unix_ns, record }).unwrap_or_default()
 }
 
-/// `12:00:01.000 drop    12 packets NO_SOCKET at tcp_v4_rcv+0x2a5 (ipv4), 40 in all`.
+/// `12:00:01.000 drop    12 packets NO_SOCKET at tcp_v4_rcv+0x2a5 (ipv4, netns 4026531840), 40 in all`.
 pub fn drop_line(record: &crate::drops::DropRecord, now_unix_ns: u64) -> String {
     format!(
         "{} drop    {} packet{} {} at {} ({}), {} in all",
@@ -788,9 +788,17 @@ pub fn drop_line(record: &crate::drops::DropRecord, now_unix_ns: u64) -> String 
         if record.count == 1 { "" } else { "s" },
         record.reason,
         record.location,
-        record.protocol,
+        drop_where(record),
         record.total
     )
+}
+
+/// `ipv4, netns 4026531840` (no netns when the packet had no device).
+fn drop_where(record: &crate::drops::DropRecord) -> String {
+    match record.netns {
+        0 => record.protocol.clone(),
+        netns => format!("{}, netns {netns}", record.protocol),
+    }
 }
 
 pub fn unix_now_ns() -> u64 {
@@ -821,12 +829,18 @@ pub fn stats_lines(stats: &StatsRecord) -> Vec<String> {
         ));
     }
     if let Some(drops) = &stats.drops {
-        let top: Vec<String> =
-            drops.top.iter().map(|d| format!("{} {} at {} ({})", d.total, d.reason, d.location, d.protocol)).collect();
+        let top: Vec<String> = drops
+            .top
+            .iter()
+            .map(|d| format!("{} {} at {} ({})", d.total, d.reason, d.location, drop_where(d)))
+            .collect();
+        let untracked = match drops.untracked {
+            0 => String::new(),
+            n => format!(" ({n} of them untracked: the drop map was full)"),
+        };
         lines.push(format!(
-            "  dropped {} packets ({} untracked, map full){}{}",
+            "  dropped {} packets{untracked}{}{}",
             drops.counted + drops.untracked,
-            drops.untracked,
             if top.is_empty() { "" } else { ": " },
             top.join(", ")
         ));
@@ -984,6 +998,7 @@ mod tests {
             reason: "NO_SOCKET".into(),
             reason_code: 3,
             protocol: "ipv4".into(),
+            netns: 4_026_531_840,
             location: "tcp_v4_rcv+0x99".into(),
             function: "tcp_v4_rcv".into(),
             count: 12,
@@ -991,14 +1006,20 @@ mod tests {
         };
         assert_eq!(
             drop_line(&record, 3_600_000_000_000),
-            "01:00:00.000 drop    12 packets NO_SOCKET at tcp_v4_rcv+0x99 (ipv4), 40 in all"
+            "01:00:00.000 drop    12 packets NO_SOCKET at tcp_v4_rcv+0x99 (ipv4, netns 4026531840), 40 in all"
+        );
+        let no_device = crate::drops::DropRecord { netns: 0, count: 1, ..record.clone() };
+        assert_eq!(
+            drop_line(&no_device, 0),
+            "00:00:00.000 drop    1 packet NO_SOCKET at tcp_v4_rcv+0x99 (ipv4), 40 in all"
         );
         let value: Value = serde_json::from_str(&drop_json(&record, 5)).unwrap();
         assert_eq!(
             value,
             json!({
                 "type": "drop", "time_unix_nano": 5, "reason": "NO_SOCKET", "reason_code": 3, "protocol": "ipv4",
-                "location": "tcp_v4_rcv+0x99", "function": "tcp_v4_rcv", "count": 12, "total": 40
+                "netns": 4_026_531_840u32, "location": "tcp_v4_rcv+0x99", "function": "tcp_v4_rcv", "count": 12,
+                "total": 40
             })
         );
     }

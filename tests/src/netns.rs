@@ -84,6 +84,13 @@ impl VethPair {
         self.nft(&["flush", "chain", "inet", "kscope", "input"]).map(|_| ())
     }
 
+    /// The inode of namespace `ns` (what `/proc/PID/ns/net` calls `net:[inode]`).
+    pub fn inode(ns: &str) -> anyhow::Result<u64> {
+        use std::os::unix::fs::MetadataExt as _;
+        let path = format!("/run/netns/{ns}");
+        Ok(std::fs::metadata(&path).with_context(|| format!("stat {path}"))?.ino())
+    }
+
     /// A command run inside namespace `ns`.
     pub fn command(ns: &str, program: &str) -> Command {
         let mut cmd = Command::new("ip");

@@ -189,6 +189,19 @@ impl KernelBtf {
                 Err(_) => missing.push(err),
             },
         }
+        for (slot, strukt, member) in
+            [(&mut offsets.skb_dev, "sk_buff", "dev"), (&mut offsets.netdev_nd_net, "net_device", "nd_net")]
+        {
+            match self.member_offset(strukt, member) {
+                Ok(offset) => *slot = offset,
+                Err(err) => missing.push(err),
+            }
+        }
+        // `struct net` holds its `ns_common`, which holds the inode.
+        match self.member_offset("net", "ns").and_then(|ns| Ok(ns + self.member_offset("ns_common", "inum")?)) {
+            Ok(offset) => offsets.net_ns_inum = offset,
+            Err(err) => missing.push(err),
+        }
         // `enum iter_type` was renumbered in 6.4; the programs compare against these.
         for (slot, name) in [(&mut offsets.iter_ubuf_value, "ITER_UBUF"), (&mut offsets.iter_iovec_value, "ITER_IOVEC")]
         {

@@ -142,6 +142,7 @@ impl Tracefs {
             "skb",
             "kfree_skb",
             &mut [
+                (&mut layout.drop_skbaddr, "skbaddr", true),
                 (&mut layout.drop_location, "location", true),
                 (&mut layout.drop_protocol, "protocol", true),
                 (&mut layout.drop_reason, "reason", false),

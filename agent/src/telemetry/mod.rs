@@ -305,11 +305,15 @@ pub fn service_name(resource: &Resource) -> &str {
 /// The attributes of `kscope.network.packet.drops` for one drop record:
 /// the function without its offset, so a series is one place in the code.
 pub fn drop_attributes(record: &crate::drops::DropRecord) -> Vec<opentelemetry_proto::tonic::common::v1::KeyValue> {
-    vec![
+    let mut attrs = vec![
         attr(semconv::KSCOPE_DROP_REASON, &*record.reason),
         attr(semconv::KSCOPE_DROP_LOCATION, record.function.as_str()),
         attr(semconv::KSCOPE_DROP_PROTOCOL, record.protocol.as_str()),
-    ]
+    ];
+    if record.netns != 0 {
+        attrs.push(attr(semconv::KSCOPE_NETNS, record.netns.to_string()));
+    }
+    attrs
 }
 
 #[cfg(test)]

@@ -152,6 +152,9 @@ pub const KSCOPE_DROP_REASON: &str = "kscope.drop.reason";
 pub const KSCOPE_DROP_LOCATION: &str = "kscope.drop.location";
 /// `kscope.network.packet.drops`: `ipv4`, `ipv6`, `arp`, or the EtherType in hex.
 pub const KSCOPE_DROP_PROTOCOL: &str = "kscope.drop.protocol";
+/// `kscope.network.packet.drops`: the network namespace's inode (which pod
+/// or container), absent when the packet had no device.
+pub const KSCOPE_NETNS: &str = "kscope.network.namespace";
 
 // kscope's own health, on kscope's resource.
 pub const KSCOPE_SENSOR_EVENTS: MetricDef =

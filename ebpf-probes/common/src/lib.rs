@@ -202,9 +202,14 @@ pub struct DropKey {
     /// `enum skb_drop_reason` as this kernel numbers it (0 before 5.17,
     /// whose tracepoint has no reason).
     pub reason: u32,
+    /// Inode of the network namespace of the device the packet was on
+    /// (`/proc/PID/ns/net` names it `net:[inode]`); 0 when the packet had no
+    /// device (or the offsets are unknown).
+    pub netns: u32,
     /// `skb->protocol`, an `ETH_P_*` value in host byte order.
     pub protocol: u16,
     pub _pad: u16,
+    pub _pad2: u32,
 }
 
 /// Distinct (location, reason, protocol) keys the kernel tracks; drops of
@@ -408,7 +413,11 @@ pub struct KernelOffsets {
     pub iter_iovec_value: u32,
     /// `sock.sk_flags` (an unsigned long of `enum sock_flags` bits).
     pub sk_flags: u32,
-    pub _pad: u32,
+    /// `sk_buff.dev`, `net_device.nd_net` (its `struct net *`), and the
+    /// network namespace's inode within `struct net` (`ns.inum`).
+    pub skb_dev: u32,
+    pub netdev_nd_net: u32,
+    pub net_ns_inum: u32,
 }
 
 pub const OFFSET_MISSING: u32 = u32::MAX;
@@ -450,7 +459,9 @@ impl KernelOffsets {
             iter_ubuf_value: OFFSET_MISSING,
             iter_iovec_value: OFFSET_MISSING,
             sk_flags: OFFSET_MISSING,
-            _pad: 0,
+            skb_dev: OFFSET_MISSING,
+            netdev_nd_net: OFFSET_MISSING,
+            net_ns_inum: OFFSET_MISSING,
         }
     }
 }
@@ -495,6 +506,7 @@ pub struct TracepointLayout {
     pub rtx_saddr_v6: u32,
     pub rtx_daddr_v6: u32,
     /// skb:kfree_skb fields (`reason` is absent before 5.17).
+    pub drop_skbaddr: u32,
     pub drop_location: u32,
     pub drop_protocol: u32,
     pub drop_reason: u32,
@@ -528,6 +540,7 @@ impl TracepointLayout {
             rtx_daddr: OFFSET_MISSING,
             rtx_saddr_v6: OFFSET_MISSING,
             rtx_daddr_v6: OFFSET_MISSING,
+            drop_skbaddr: OFFSET_MISSING,
             drop_location: OFFSET_MISSING,
             drop_protocol: OFFSET_MISSING,
             drop_reason: OFFSET_MISSING,
@@ -621,10 +634,10 @@ mod tests {
         assert_eq!(size_of::<ProcessExitEvent>(), 48 + 16);
         assert_eq!(size_of::<TcpEvent>(), 48 + 8 + 8 + 8 + 32 + 24);
         assert_eq!(size_of::<SocketDataHeader>(), 48 + 16 + 20 + 4 + 32 + 8 + 16);
-        assert_eq!(size_of::<KernelOffsets>(), 35 * 4);
-        assert_eq!(size_of::<TracepointLayout>(), 28 * 4);
+        assert_eq!(size_of::<KernelOffsets>(), 37 * 4);
+        assert_eq!(size_of::<TracepointLayout>(), 29 * 4);
         assert_eq!(size_of::<TcpRetransmitEvent>(), 48 + 8 + 8 + 8 + 32 + 8 * KERNEL_STACK_FRAMES);
-        assert_eq!(size_of::<DropKey>(), 16);
+        assert_eq!(size_of::<DropKey>(), 24);
     }
 
     #[test]
