@@ -3,7 +3,11 @@
 //! kernel, and only the text leaves kscope (a raw kernel address in a log
 //! or a collector would undo KASLR for whoever reads it).
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use symbol_resolver::{Kernel, Source, Symbolized, Symbolizer};
 
@@ -11,6 +15,10 @@ use crate::decode::Event;
 
 /// Distinct addresses remembered; a retransmit storm repeats a few dozen.
 const CACHE_MAX: usize = 16384;
+
+/// An address that does not resolve may be a module's or a BPF program's
+/// loaded after kallsyms was read: it is read again, at most this often.
+const REFRESH_AFTER: Duration = Duration::from_secs(10);
 
 /// Shown for a frame kallsyms cannot place (BPF trampolines on old
 /// kernels, addresses of an unloaded module).
@@ -21,6 +29,9 @@ pub struct KernelStacks {
     source: Source,
     cache: HashMap<u64, Arc<str>>,
     unknown: Arc<str>,
+    refresh_after: Duration,
+    /// When kallsyms was last (re-)read; `None` before the first read.
+    read_at: Option<Instant>,
 }
 
 impl Default for KernelStacks {
@@ -31,7 +42,13 @@ impl Default for KernelStacks {
 
 impl KernelStacks {
     pub fn new(kernel: Kernel) -> Self {
+        Self::with_refresh(kernel, REFRESH_AFTER)
+    }
+
+    fn with_refresh(kernel: Kernel, refresh_after: Duration) -> Self {
         Self {
+            refresh_after,
+            read_at: None,
             // Names only: a stack line per frame is what people read, and
             // DWARF for vmlinux is rarely installed.
             symbolizer: Symbolizer::with_options(symbol_resolver::Options {
@@ -92,15 +109,28 @@ impl KernelStacks {
         if self.cache.len() + addrs.len() > CACHE_MAX {
             self.cache.clear();
         }
-        for (addr, result) in addrs.iter().zip(self.symbolizer.symbolize(&self.source, addrs)) {
+        let mut results = self.symbolizer.symbolize(&self.source, addrs);
+        let now = Instant::now();
+        let stale = self.read_at.is_some_and(|at| now.duration_since(at) >= self.refresh_after);
+        if stale && results.iter().any(|r| matches!(r, Symbolized::Unknown(_))) {
+            self.symbolizer.refresh_kernel();
+            // Everything cached may have moved (a module unloaded and another
+            // loaded in its place).
+            self.cache.clear();
+            results = self.symbolizer.symbolize(&self.source, addrs);
+            self.read_at = Some(now);
+        }
+        self.read_at.get_or_insert(now);
+        for (addr, result) in addrs.iter().zip(results) {
             let text: Arc<str> = match result {
                 Symbolized::Sym(sym) => match &sym.module {
                     Some(module) => Arc::from(format!("{sym} [{module}]")),
                     None => Arc::from(sym.to_string()),
                 },
+                // Not cached: a later read of kallsyms may have it.
                 Symbolized::Unknown(reason) => {
                     tracing::debug!(addr = format_args!("{addr:#x}"), %reason, "kernel address not symbolized");
-                    Arc::clone(&self.unknown)
+                    continue;
                 }
             };
             self.cache.insert(*addr, text);
@@ -139,5 +169,33 @@ mod tests {
         assert_eq!(&*frames[2], UNKNOWN_FRAME);
         assert_eq!(function_of(&frames[0]), "tcp_v4_rcv");
         assert_eq!(&*stacks.frame(rcv + 0x10), "tcp_v4_rcv+0x10");
+    }
+
+    /// A module (or BPF program) loaded after kallsyms was read: its
+    /// addresses resolve once kallsyms is read again.
+    #[test]
+    fn kallsyms_is_read_again_for_addresses_it_did_not_have() {
+        let dir = std::env::temp_dir().join(format!("kscope-stacks-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("kallsyms");
+        std::fs::write(&path, "ffffffff81000000 T _stext\nffffffff81000100 T core_fn\nffffffff81000200 B _end\n")
+            .unwrap();
+        let kernel = Kernel {
+            kallsyms: symbol_resolver::FileSpec::Path(path.clone()),
+            vmlinux: symbol_resolver::FileSpec::Disabled,
+            kaslr_offset: Some(0),
+        };
+        let mut stacks = KernelStacks::with_refresh(kernel, Duration::ZERO);
+        assert_eq!(&*stacks.frame(0xffff_ffff_8100_0104), "core_fn+0x4");
+        assert_eq!(&*stacks.frame(0xffff_ffff_c000_0010), UNKNOWN_FRAME);
+        std::fs::write(
+            &path,
+            "ffffffff81000000 T _stext\nffffffff81000100 T core_fn\nffffffff81000200 B _end\n\
+             ffffffffc0000000 t mod_fn\t[kscope_test]\nffffffffc0000100 t mod_end\t[kscope_test]\n",
+        )
+        .unwrap();
+        assert_eq!(&*stacks.frame(0xffff_ffff_c000_0010), "mod_fn+0x10 [kscope_test]");
+        assert_eq!(&*stacks.frame(0xffff_ffff_8100_0104), "core_fn+0x4");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
