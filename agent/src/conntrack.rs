@@ -54,6 +54,10 @@ pub struct ExchangeRecord {
     pub local: (IpAddr, u16),
     /// The connection's peer, or the datagram's peer on an unconnected socket.
     pub peer: (IpAddr, u16),
+    /// TCP segments the connection retransmitted since the exchange before
+    /// this one completed (so, while this one was outstanding): a slow
+    /// exchange with retransmits was slowed by the network.
+    pub tcp_retransmits: u32,
 }
 
 /// What the table did with what it was given: for the loss ledger.
@@ -95,6 +99,8 @@ struct Connection {
     role: Option<Role>,
     verdict: Verdict,
     last_seen_ns: u64,
+    /// Retransmits since the last exchange completed.
+    retransmits: u32,
 }
 
 pub struct ConnTable {
@@ -154,7 +160,12 @@ impl ConnTable {
         match event {
             Event::Data(data) => self.on_data(data, out),
             Event::Tcp(tcp) => self.on_tcp(tcp, out),
-            Event::Exec(_) | Event::Exit(_) | Event::Retransmit(_) => {}
+            Event::Retransmit(rtx) => {
+                if let Some(conn) = self.connections.get_mut(&rtx.sock_id) {
+                    conn.retransmits = conn.retransmits.saturating_add(1);
+                }
+            }
+            Event::Exec(_) | Event::Exit(_) => {}
         }
     }
 
@@ -179,6 +190,7 @@ impl ConnTable {
                         role: Some(role),
                         verdict: Verdict::Undecided { attempts: 0, held: Vec::new(), held_bytes: 0 },
                         last_seen_ns: tcp.origin.timestamp_ns,
+                        retransmits: 0,
                     },
                 );
             }
@@ -209,6 +221,7 @@ impl ConnTable {
                     role: None,
                     verdict: Verdict::Undecided { attempts: 0, held: Vec::new(), held_bytes: 0 },
                     last_seen_ns: now,
+                    retransmits: 0,
                 },
             );
         }
@@ -299,8 +312,7 @@ impl ConnTable {
                 return;
             }
         }
-        let (sock_id, conn) = (data.sock_id, &*conn);
-        drain(&mut self.exchanges, conn, sock_id, &mut self.counts, out);
+        drain(&mut self.exchanges, conn, data.sock_id, &mut self.counts, out);
     }
 
     /// The connection is over: its parser reports what was still open.
@@ -316,7 +328,7 @@ impl ConnTable {
             Verdict::Undecided { held, .. } => self.counts.unclassified_segments += held.len() as u64,
             Verdict::Unknown => {}
         }
-        drain(&mut self.exchanges, &conn, sock_id, &mut self.counts, out);
+        drain(&mut self.exchanges, &mut conn, sock_id, &mut self.counts, out);
     }
 
     /// Closes connections idle since before `now_ns - idle`.
@@ -345,13 +357,17 @@ fn add_counts(sum: &mut ParserCounts, more: ParserCounts) {
     sum.unpaired_dropped += more.unpaired_dropped;
 }
 
+/// Completed exchanges → records. Exchanges that complete together (a
+/// pipelined or multiplexed batch) each carry the retransmits since the
+/// last batch.
 fn drain(
     exchanges: &mut Vec<Exchange>,
-    conn: &Connection,
+    conn: &mut Connection,
     sock_id: u64,
     counts: &mut ConnCounts,
     out: &mut Vec<ExchangeRecord>,
 ) {
+    let completed = !exchanges.is_empty();
     for exchange in exchanges.drain(..) {
         counts.exchanges += 1;
         let peer = exchange.peer.map_or(conn.remote, |p: SocketAddr| (p.ip(), p.port()));
@@ -362,7 +378,11 @@ fn drain(
             transport: conn.transport,
             local: conn.local,
             peer,
+            tcp_retransmits: conn.retransmits,
         });
+    }
+    if completed {
+        conn.retransmits = 0;
     }
 }
 
@@ -425,6 +445,40 @@ mod tests {
     }
 
     const RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi";
+
+    fn retransmit(ts: u64, sock_id: u64) -> Event {
+        Event::Retransmit(crate::decode::Retransmit {
+            origin: origin(ts),
+            sock_id,
+            state: 1,
+            local: LOCAL,
+            remote: REMOTE,
+            stack: Vec::new(),
+            frames: Vec::new(),
+        })
+    }
+
+    #[test]
+    fn an_exchange_carries_the_retransmits_made_while_it_was_outstanding() {
+        let mut t = table();
+        let mut out = Vec::new();
+        let request = |ts| data(ts, Direction::Recv, b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n");
+        for event in [
+            tcp(1, TcpStep::Accept),
+            request(2),
+            retransmit(3, SOCK),
+            retransmit(4, SOCK),
+            // Another connection's: not this one's.
+            retransmit(5, SOCK + 64),
+            data(6, Direction::Send, RESPONSE),
+            request(7),
+            data(8, Direction::Send, RESPONSE),
+        ] {
+            t.on_event(&event, &mut out);
+        }
+        let retransmits: Vec<u32> = out.iter().map(|r| r.tcp_retransmits).collect();
+        assert_eq!(retransmits, [2, 0], "the second exchange saw none: {out:?}");
+    }
 
     #[test]
     fn a_request_read_in_pieces_is_judged_whole_and_parsed_from_its_first_byte() {

@@ -461,6 +461,10 @@ pub fn event_line(event: &Event, clock: &Clock) -> String {
     }
 }
 
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
 /// One completed exchange as a JSON record (README, "Exchanges").
 #[derive(Serialize)]
 struct ExchangeJson<'a> {
@@ -489,6 +493,9 @@ struct ExchangeJson<'a> {
     peer_port: u16,
     #[serde(skip_serializing_if = "Option::is_none")]
     partial: Option<&'a str>,
+    /// Retransmits of the connection while the exchange was outstanding.
+    #[serde(skip_serializing_if = "is_zero")]
+    tcp_retransmits: u32,
     #[serde(flatten)]
     detail: ExchangeDetailJson<'a>,
 }
@@ -581,6 +588,7 @@ fn exchange_json<'a>(record: &'a ExchangeRecord, clock: &Clock) -> ExchangeJson<
         peer_addr: record.peer.0.to_canonical(),
         peer_port: record.peer.1,
         partial: e.partial.as_deref(),
+        tcp_retransmits: record.tcp_retransmits,
         detail,
     }
 }

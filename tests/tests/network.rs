@@ -30,28 +30,38 @@ const CLOSED_TCP_PORT: u16 = 9098;
 const CLOSED_UDP_PORT: u16 = 9097;
 const CLOSED_TRIES: u64 = 20;
 
-/// Reads until the client half-closes, then answers with the byte count.
+/// An HTTP/1.1 server for one upload: reads the headers and the body,
+/// answers with the body's length.
 const SERVER: &str = r#"
 import socket, sys
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(5)
 print("listening", flush=True)
-c, _ = s.accept(); n = 0
-while True:
-    d = c.recv(65536)
-    if not d: break
-    n += len(d)
-c.sendall(str(n).encode()); c.close()
+c, _ = s.accept(); buf = b""
+while b"\r\n\r\n" not in buf:
+    buf += c.recv(65536)
+head, body = buf.split(b"\r\n\r\n", 1)
+length = int([l.split(b":")[1] for l in head.split(b"\r\n") if l.lower().startswith(b"content-length")][0])
+while len(body) < length:
+    body += c.recv(65536)
+answer = str(len(body)).encode()
+c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(answer), answer)); c.close()
 "#;
 
-/// Connects, says its port, waits for a line, sends 20000 bytes, prints the answer.
+/// Connects, says its port, waits for a line, uploads 20000 bytes in an
+/// HTTP/1.1 POST, prints the answer's body.
 const CLIENT: &str = r#"
 import socket, sys
 s = socket.create_connection((sys.argv[1], int(sys.argv[2])))
 print(s.getsockname()[1], flush=True)
 sys.stdin.readline()
-s.sendall(b"x" * 20000); s.shutdown(socket.SHUT_WR)
-print(s.recv(100).decode(), flush=True)
+s.sendall(b"POST /upload HTTP/1.1\r\nHost: kscope\r\nContent-Length: 20000\r\n\r\n" + b"x" * 20000)
+answer = b""
+while True:
+    d = s.recv(65536)
+    if not d: break
+    answer += d
+print(answer.split(b"\r\n\r\n", 1)[1].decode(), flush=True)
 "#;
 
 /// TCP connects and UDP datagrams to closed ports.
@@ -180,6 +190,18 @@ fn retransmits_and_drops_between_namespaces() {
         timer += usize::from(stack.contains(&"tcp_retransmit_timer"));
     }
     assert!(timer >= 1, "a retransmit timed out (tcp_retransmit_timer): {retransmits:?}");
+    // The upload's exchange, as the client saw it, carries them; the
+    // server's end retransmitted nothing.
+    let exchange = |role: &str, local_port: u64| {
+        of_type(records, "exchange").find(|r| r["role"] == role && r["local_port"] == local_port).cloned()
+    };
+    let client_exchange = exchange("client", client_port).unwrap_or_else(|| panic!("no client exchange: {records:?}"));
+    assert_eq!(client_exchange["target"], "/upload", "{client_exchange}");
+    assert_eq!(client_exchange["status"], 200, "{client_exchange}");
+    assert_eq!(client_exchange["tcp_retransmits"], retransmits.len() as u64, "{client_exchange}");
+    let server_exchange =
+        exchange("server", u64::from(DATA_PORT)).unwrap_or_else(|| panic!("no server exchange: {records:?}"));
+    assert_eq!(server_exchange.get("tcp_retransmits"), None, "{server_exchange}");
 
     // Drops in the server's namespace, nobody else's: nftables' own count,
     // and one per connect and per datagram to the closed ports.

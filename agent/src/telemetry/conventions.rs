@@ -95,6 +95,9 @@ pub fn describe(record: &ExchangeRecord, route: &str) -> Described {
     if let Some(partial) = &ex.partial {
         attrs.push(string_attr(sc::KSCOPE_PARTIAL, partial.clone()));
     }
+    if record.tcp_retransmits > 0 {
+        attrs.push(int_attr(sc::KSCOPE_TCP_RETRANSMITS, i64::from(record.tcp_retransmits)));
+    }
     described.span_attributes = attrs;
     described
 }

@@ -144,6 +144,9 @@ pub const PACKET_DROPS: MetricDef = counter(
     "{packet}",
     "Packets the kernel dropped, by drop reason and the kernel function that dropped them (host-wide).",
 );
+/// On a span: TCP segments its connection retransmitted while the exchange
+/// was outstanding (present only when some were).
+pub const KSCOPE_TCP_RETRANSMITS: &str = "kscope.tcp.retransmits";
 /// `kscope.tcp.retransmits`: the connection's TCP state.
 pub const KSCOPE_TCP_STATE: &str = "kscope.tcp.state";
 /// `kscope.network.packet.drops`: the kernel's drop reason name.

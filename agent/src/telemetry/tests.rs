@@ -63,6 +63,7 @@ fn http(role: Role, pid: u32, tid: u32, target: &str, status: Option<u32>, (star
         transport: Transport::Tcp,
         local: (ip(1), 8080),
         peer: (ip(2), 40000),
+        tcp_retransmits: 0,
     }
 }
 
