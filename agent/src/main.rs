@@ -328,12 +328,13 @@ fn replay(
 fn probe(format: OutputFormat) -> anyhow::Result<()> {
     let mut prepared = run::prepare(kscope_common::DATA_CAPTURE_DEFAULT)?;
     let choices = run::attach_sensors(&mut prepared, None, sensors::Search::EveryForm);
-    let functions = kscope::kernel::function_reports(&prepared.features, &sensors::wanted().functions);
     let mut out = std::io::stdout().lock();
     match format {
         OutputFormat::Console => {
             writeln!(out, "kernel {}", prepared.features.release)?;
-            for line in output::choice_lines(&choices).into_iter().chain(output::function_lines(&functions)) {
+            for line in
+                output::choice_lines(&choices).into_iter().chain(output::function_lines(&prepared.features.functions))
+            {
                 writeln!(out, "{line}")?;
             }
         }
@@ -342,7 +343,7 @@ fn probe(format: OutputFormat) -> anyhow::Result<()> {
                 "type": "probe",
                 "kernel": prepared.features.release,
                 "sensors": choices,
-                "functions": functions,
+                "functions": prepared.features.functions,
             });
             writeln!(out, "{record}")?;
         }

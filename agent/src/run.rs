@@ -186,7 +186,6 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let l7 = Arc::new(Mutex::new(ConnCounts::default()));
     let table = ConnTable::new(opts.connections, IDLE_CONNECTION_NS, opts.privacy);
     let sink = Sink { format: opts.output, clock, data_events: opts.data_events };
-    let sink_clock = clock;
     let mut exporters = Exporters::start(&opts.export, clock, prometheus);
     let writer = tokio::spawn(write_events(
         events,
@@ -243,7 +242,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             }
             _ = drop_tick.tick(), if drop_watch.is_some() => {
                 if let Some(watch) = &mut drop_watch {
-                    report_drops(&watch.poll(), &sink_clock, opts.output, &exporters)?;
+                    report_drops(&watch.poll(), &clock, opts.output, &exporters);
                 }
             }
         }
@@ -263,7 +262,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     // Program costs as they were while attached.
     summary.programs = summary_programs.programs;
     if let Some(watch) = &mut drop_watch {
-        report_drops(&watch.poll(), &sink_clock, opts.output, &exporters)?;
+        report_drops(&watch.poll(), &clock, opts.output, &exporters);
         let count = |slot| kernel_counter(&ebpf, slot, possible);
         summary.drops = Some(watch.summary(count(counter_slot::DROPS_COUNTED), count(counter_slot::DROPS_UNTRACKED)));
     }
@@ -399,14 +398,9 @@ const DROP_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Prints the drop records (on stdout, with the events) and counts them
 /// into the metrics.
-fn report_drops(
-    records: &[DropRecord],
-    clock: &Clock,
-    format: OutputFormat,
-    exporters: &Exporters,
-) -> anyhow::Result<()> {
+fn report_drops(records: &[DropRecord], clock: &Clock, format: OutputFormat, exporters: &Exporters) {
     if records.is_empty() {
-        return Ok(());
+        return;
     }
     let now = output::unix_now_ns();
     let mut out = std::io::stdout().lock();
@@ -420,7 +414,6 @@ fn report_drops(
     }
     let _ = out.flush();
     exporters.record_drops(records, clock.unix_nanos(output::monotonic_now_ns()));
-    Ok(())
 }
 
 /// How long an event waits for earlier ones from other CPUs: longer than

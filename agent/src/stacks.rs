@@ -64,19 +64,10 @@ impl KernelStacks {
 
     /// Fills the frames of the retransmits among `events`, in one batch.
     pub fn symbolize_events(&mut self, events: &mut [Event]) {
-        let missing: Vec<u64> = events
-            .iter()
-            .filter_map(|e| match e {
-                Event::Retransmit(r) => Some(r.stack.iter()),
-                _ => None,
-            })
-            .flatten()
-            .copied()
-            .filter(|a| !self.cache.contains_key(a))
-            .collect();
-        if !missing.is_empty() {
-            self.resolve(&missing);
-        }
+        self.resolve_missing(events.iter().flat_map(|e| match e {
+            Event::Retransmit(r) => r.stack.as_slice(),
+            _ => &[],
+        }));
         for event in events {
             if let Event::Retransmit(r) = event {
                 r.frames = r.stack.iter().map(|a| self.cached(*a)).collect();
@@ -86,19 +77,22 @@ impl KernelStacks {
 
     /// One address's text.
     pub fn frame(&mut self, addr: u64) -> Arc<str> {
-        if !self.cache.contains_key(&addr) {
-            self.resolve(&[addr]);
-        }
+        self.resolve_missing(&[addr]);
         self.cached(addr)
     }
 
     /// Addresses → text, batched and cached.
     pub fn frames(&mut self, addrs: &[u64]) -> Vec<Arc<str>> {
-        let missing: Vec<u64> = addrs.iter().copied().filter(|a| !self.cache.contains_key(a)).collect();
+        self.resolve_missing(addrs);
+        addrs.iter().map(|a| self.cached(*a)).collect()
+    }
+
+    /// Resolves, in one batch, those of `addrs` not in the cache.
+    fn resolve_missing<'a>(&mut self, addrs: impl IntoIterator<Item = &'a u64>) {
+        let missing: Vec<u64> = addrs.into_iter().copied().filter(|a| !self.cache.contains_key(a)).collect();
         if !missing.is_empty() {
             self.resolve(&missing);
         }
-        addrs.iter().map(|a| self.cached(*a)).collect()
     }
 
     fn cached(&self, addr: u64) -> Arc<str> {

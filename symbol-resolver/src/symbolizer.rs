@@ -163,6 +163,22 @@ impl Symbolizer {
         })
     }
 
+    /// The file a remembered process has mapped at `addr`, by the path the process
+    /// mapped it under: what names the library of an address no symbol covers (a stripped
+    /// one). `None` when the process was not remembered or the address is not in a file
+    /// mapping.
+    pub fn mapped_file(&self, pid: u32, addr: u64) -> Option<std::path::PathBuf> {
+        let snapshot = {
+            let mut state = self.lock();
+            let now = state.tick();
+            state.processes.get(&pid, now)?
+        };
+        match &snapshot.maps.get(crate::maps::find(&snapshot.maps, addr)?)?.path {
+            MapPath::File { path, .. } => Some(path.clone()),
+            MapPath::Anonymous | MapPath::Special(_) => None,
+        }
+    }
+
     /// Drops a process's snapshot; returns whether there was one.
     pub fn forget_process(&self, pid: u32) -> bool {
         self.lock().processes.entries.remove(&pid).is_some()

@@ -33,6 +33,9 @@ pub struct KernelFeatures {
     /// use each by its plain name, and if not why: absent (inlined),
     /// present only as a compiler clone (`.isra.0`), or not traceable.
     pub kprobe_functions: BTreeMap<String, Result<(), String>>,
+    /// The same functions as this kernel has them (`kscope probe`'s table),
+    /// from the one reading of kallsyms the verdicts above come from.
+    pub functions: Vec<FunctionReport>,
     pub offsets: KernelOffsets,
     /// Members whose offsets could not be resolved, one message each.
     pub offset_errors: Vec<String>,
@@ -90,6 +93,7 @@ impl KernelFeatures {
             ),
         };
 
+        let functions = function_reports(&wanted.functions, &btf_functions);
         Self {
             release,
             kprobes,
@@ -97,7 +101,8 @@ impl KernelFeatures {
             tracepoints,
             btf,
             btf_functions,
-            kprobe_functions: kprobe_functions(&wanted.functions),
+            kprobe_functions: kprobe_functions(&functions),
+            functions,
             offsets,
             offset_errors,
             tracepoint_layout,
@@ -106,15 +111,10 @@ impl KernelFeatures {
     }
 }
 
-/// Whether a kprobe can go on each of `wanted` by its plain name, as the
-/// symbol resolver's attach-point lookup sees this kernel's kallsyms.
-fn kprobe_functions(wanted: &BTreeSet<String>) -> BTreeMap<String, Result<(), String>> {
-    use symbol_resolver::KernelFunctions;
-    let functions = match KernelFunctions::load_default() {
-        Ok(f) => f,
-        Err(err) => return wanted.iter().map(|w| (w.clone(), Err(format!("cannot read kallsyms: {err}")))).collect(),
-    };
-    wanted.iter().map(|name| (name.clone(), kprobe_verdict(&functions.lookup(name)))).collect()
+/// Whether a kprobe can go on each reported function by its plain name, as
+/// the symbol resolver's attach-point lookup saw this kernel's kallsyms.
+fn kprobe_functions(reports: &[FunctionReport]) -> BTreeMap<String, Result<(), String>> {
+    reports.iter().map(|r| (r.function.clone(), r.kprobe_unusable.clone().map_or(Ok(()), Err))).collect()
 }
 
 /// Whether a kprobe can go on a function by its plain name. ftrace's list
@@ -150,8 +150,9 @@ pub struct FunctionReport {
     pub kprobe_unusable: Option<String>,
 }
 
-/// Reports on every function the sensors' forms hook.
-pub fn function_reports(features: &KernelFeatures, wanted: &BTreeSet<String>) -> Vec<FunctionReport> {
+/// Reports on every function the sensors' forms hook; `btf_functions` are
+/// those of them the kernel's BTF has.
+fn function_reports(wanted: &BTreeSet<String>, btf_functions: &BTreeSet<String>) -> Vec<FunctionReport> {
     use symbol_resolver::{KernelFunctions, Traceable};
     let functions = KernelFunctions::load_default().map_err(|e| e.to_string());
     wanted
@@ -175,7 +176,7 @@ pub fn function_reports(features: &KernelFeatures, wanted: &BTreeSet<String>) ->
                 function: name.clone(),
                 kallsyms_names,
                 traceable,
-                btf: features.btf_functions.contains(name),
+                btf: btf_functions.contains(name),
                 kprobe_unusable,
             }
         })
@@ -198,7 +199,7 @@ mod tests {
             .expect("some .isra.0 clone without its plain name");
         let wanted: BTreeSet<String> =
             ["tcp_v4_rcv", "kscope_no_such_function", clone].iter().map(|s| (*s).to_owned()).collect();
-        let verdicts = kprobe_functions(&wanted);
+        let verdicts = kprobe_functions(&function_reports(&wanted, &BTreeSet::new()));
         assert_eq!(verdicts["tcp_v4_rcv"], Ok(()));
         assert_eq!(
             verdicts["kscope_no_such_function"],

@@ -433,41 +433,14 @@ fn collect(ebpf: &Ebpf) -> anyhow::Result<Collected> {
     Ok(Collected { counters, counts, stacks })
 }
 
-/// A file mapping of a process: enough to name the module of an address
-/// that has no symbol (a stripped library).
-struct Mapping {
-    start: u64,
-    end: u64,
-    path: String,
-}
-
-fn file_mappings(pid: u32) -> Option<Vec<Mapping>> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
-    let mut mappings: Vec<Mapping> = text
-        .lines()
-        .filter_map(|line| {
-            let mut fields = line.splitn(6, ' ');
-            let range = fields.next()?;
-            let path = fields.nth(4)?.trim_start();
-            let (start, end) = range.split_once('-')?;
-            path.starts_with('/').then(|| Mapping {
-                start: u64::from_str_radix(start, 16).unwrap_or(0),
-                end: u64::from_str_radix(end, 16).unwrap_or(0),
-                path: path.trim_end_matches(" (deleted)").to_owned(),
-            })
-        })
-        .collect();
-    mappings.sort_by_key(|m| m.start);
-    Some(mappings)
-}
-
 /// Processes seen alive, and the symbolizer that remembers them.
 struct Seen {
     symbolizer: Symbolizer,
     tried: HashSet<u32>,
     /// Processes gone (or unreadable) before a snapshot could be taken.
     missed: HashSet<u32>,
-    mappings: HashMap<u32, Vec<Mapping>>,
+    /// Processes snapshotted at least once.
+    snapshotted: HashSet<u32>,
 }
 
 impl Seen {
@@ -479,7 +452,7 @@ impl Seen {
             symbolizer: Symbolizer::with_options(options),
             tried: HashSet::new(),
             missed: HashSet::new(),
-            mappings: HashMap::new(),
+            snapshotted: HashSet::new(),
         }
     }
 
@@ -489,13 +462,11 @@ impl Seen {
         match self.symbolizer.remember_process(tgid) {
             Ok(()) => {
                 self.missed.remove(&tgid);
-                if let Some(mappings) = file_mappings(tgid) {
-                    self.mappings.insert(tgid, mappings);
-                }
+                self.snapshotted.insert(tgid);
             }
             Err(error) => {
                 tracing::debug!("process {tgid} not snapshotted: {error}");
-                if !self.mappings.contains_key(&tgid) {
+                if !self.snapshotted.contains(&tgid) {
                     self.missed.insert(tgid);
                 }
             }
@@ -510,11 +481,9 @@ impl Seen {
         }
     }
 
-    fn module(&self, tgid: u32, addr: u64) -> Option<&str> {
-        let mappings = self.mappings.get(&tgid)?;
-        let index = mappings.partition_point(|m| m.start <= addr).checked_sub(1)?;
-        let mapping = mappings.get(index)?;
-        (addr < mapping.end).then_some(mapping.path.as_str())
+    /// The file `tgid` had mapped at `addr`, from its snapshot.
+    fn module(&self, tgid: u32, addr: u64) -> Option<String> {
+        self.symbolizer.mapped_file(tgid, addr).map(|path| path.to_string_lossy().into_owned())
     }
 }
 
@@ -572,16 +541,24 @@ fn fold_stacks(collected: &Collected, seen: &Seen) -> BTreeMap<String, u64> {
     folded
 }
 
-fn resolve<'a>(
+fn resolve(
     symbolizer: &Symbolizer,
     source: &Source,
     addrs: HashSet<u64>,
-    module: impl Fn(u64) -> Option<&'a str>,
+    module: impl Fn(u64) -> Option<String>,
     kernel: bool,
 ) -> Resolved {
     let addrs: Vec<u64> = addrs.into_iter().collect();
     let results: Vec<Symbolized> = symbolizer.symbolize(source, &addrs);
-    addrs.iter().zip(&results).map(|(&addr, result)| (addr, fold::frames_for(result, kernel, module(addr)))).collect()
+    addrs
+        .iter()
+        .zip(&results)
+        .map(|(&addr, result)| {
+            // Only an address no symbol covers is named by its file.
+            let file = matches!(result, Symbolized::Unknown(_)).then(|| module(addr)).flatten();
+            (addr, fold::frames_for(result, kernel, file.as_deref()))
+        })
+        .collect()
 }
 
 /// A stack's frames, outermost first; a lost stack is one frame saying so,

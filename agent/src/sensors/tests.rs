@@ -15,6 +15,7 @@ fn full_kernel() -> KernelFeatures {
         btf: Ok(()),
         btf_functions: wanted.functions.clone(),
         kprobe_functions: wanted.functions.iter().map(|f| (f.clone(), Ok(()))).collect(),
+        functions: Vec::new(),
         offsets: KernelOffsets::missing(),
         offset_errors: Vec::new(),
         tracepoint_layout: TracepointLayout::missing(),
