@@ -107,16 +107,7 @@ impl Finished {
     }
 }
 
-unsafe extern "C" {
-    #[link_name = "kill"]
-    fn libc_kill(pid: i32, sig: i32) -> i32;
-}
-
-/// kill(2): e.g. SIGINT (2) for what Ctrl-C does, SIGTERM (15).
-pub fn send_signal(pid: u32, signal: i32) {
-    // SAFETY: kill(2) takes plain integers and touches no memory of ours.
-    unsafe { libc_kill(pid as i32, signal) };
-}
+pub use crate::send_signal;
 
 fn pipe_lines(reader: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
     let (tx, rx) = mpsc::channel();

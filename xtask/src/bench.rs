@@ -29,9 +29,9 @@ use std::{
 };
 
 use anyhow::{Context as _, anyhow, bail, ensure};
-use kscope_tests::{
-    agent::send_signal,
+use kscope_harness::{
     nginx::Nginx,
+    send_signal,
     vm::{GuestFile, guest_kernels, run_in_guest},
 };
 use serde_json::{Value, json};
@@ -286,7 +286,7 @@ impl WrkRun {
 
     fn finish(mut self, duration: Duration) -> anyhow::Result<WrkResult> {
         // wrk stops itself after -d; the margin covers its start and report.
-        let status = kscope_tests::wait_timeout(&mut self.child.0, duration + Duration::from_secs(30))?
+        let status = kscope_harness::wait_timeout(&mut self.child.0, duration + Duration::from_secs(30))?
             .ok_or_else(|| anyhow!("wrk did not finish within {duration:?} + 30 s; killed"))?;
         let text = fs::read_to_string(&self.output).with_context(|| format!("reading {}", self.output.display()))?;
         ensure!(status.success(), "wrk failed ({status}):\n{text}");
@@ -969,7 +969,7 @@ impl Kscope {
     /// exited: not in its measured CPU).
     fn stop_counting(mut self, port: Option<u16>) -> anyhow::Result<(Summary, Option<HttpExchanges>)> {
         send_signal(self.child.id(), 2);
-        let status = kscope_tests::wait_timeout(&mut self.child, KSCOPE_STOP_TIMEOUT)?
+        let status = kscope_harness::wait_timeout(&mut self.child, KSCOPE_STOP_TIMEOUT)?
             .ok_or_else(|| anyhow!("kscope did not exit within {KSCOPE_STOP_TIMEOUT:?} of SIGINT; killed"))?;
         ensure!(status.success(), "kscope exited with {status}: {}", self.stderr_text());
         let record = last_summary(&self.stdout)?;

@@ -241,7 +241,7 @@ fn load(args: &ProfileArgs, targets: &[u32]) -> anyhow::Result<Ebpf> {
         .map_max_entries(names::STACKS, args.max_stacks)
         .map_max_entries(names::COUNTS, args.max_stacks.saturating_mul(2))
         .map_max_entries(names::PIDS, MAX_PIDS)
-        .load(crate::loader::PROBES)
+        .load(crate::loader::probes()?)
         .context("cannot load kscope's eBPF object")?;
     if !targets.is_empty() {
         let mut pids: BpfHashMap<_, u32, u32> =

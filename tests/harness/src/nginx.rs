@@ -12,7 +12,7 @@ use std::{
 
 use anyhow::{Context as _, bail, ensure};
 
-use crate::{agent::send_signal, wait_timeout};
+use crate::{send_signal, wait_timeout};
 
 /// A loopback port nothing listens on (as of the call).
 pub fn free_port() -> anyhow::Result<u16> {
