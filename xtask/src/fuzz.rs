@@ -18,7 +18,12 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use crate::{setup::FUZZ_TOOLCHAIN, workspace_root};
+use kscope_harness::workspace_root;
+
+use crate::{
+    process,
+    setup::{self, FUZZ_TOOLCHAIN},
+};
 
 /// The fuzz targets, in the order they run (the `[[bin]]`s of agent/fuzz).
 pub const TARGETS: &[&str] = &["http1", "http2", "dns", "decoder", "symbols"];
@@ -40,6 +45,12 @@ fn fuzz_dir() -> PathBuf {
 
 fn work_dir() -> PathBuf {
     workspace_root().join("target/fuzz")
+}
+
+/// `cargo xtask fuzz`: set up if needed, then the fuzz layer of `test`.
+pub fn command() -> anyhow::Result<()> {
+    setup::setup(&setup::SetupOptions::when_needed())?;
+    fuzz_all(seconds()?)
 }
 
 /// Seconds per target, from `KSCOPE_FUZZ_SECONDS` or the default.
@@ -195,13 +206,7 @@ fn fuzz_one(target: &str, seconds: u64, log_dir: &Path) -> anyhow::Result<()> {
 fn run_logged(cmd: &mut Command, log: &Path) -> anyhow::Result<()> {
     let file = fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
     let err = file.try_clone().context("duplicating a log file handle")?;
-    let shown = format!("{cmd:?}");
-    let status =
-        cmd.stdin(Stdio::null()).stdout(file).stderr(err).status().with_context(|| format!("cannot start {shown}"))?;
-    if !status.success() {
-        bail!("{shown} failed ({status})");
-    }
-    Ok(())
+    process::exec(cmd.stdin(Stdio::null()).stdout(file).stderr(err))
 }
 
 fn print_tail(log: &Path) {

@@ -16,6 +16,8 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
+use crate::process::{describe, exec, is_root, last_line};
+
 /// The bpf-linker release that works with LLVM 22 and the aya versions we pin.
 pub const BPF_LINKER_VERSION: &str = "0.13.0";
 
@@ -44,12 +46,28 @@ const DNSMASQ_SERVICE_PID: &str = "/run/dnsmasq/dnsmasq.pid";
 /// dpkg's status string for a package that is fully installed.
 const DPKG_INSTALLED: &str = "install ok installed";
 
+/// Options of `cargo xtask setup`.
+#[derive(Debug, clap::Args)]
+pub struct SetupArgs {}
+
+/// `cargo xtask setup`.
+pub fn command(_args: &SetupArgs) -> Result<()> {
+    setup(&SetupOptions::default())
+}
+
 /// Options for [`setup`].
 #[derive(Debug, Clone, Default)]
 pub struct SetupOptions {
     /// Print nothing when the machine is already fully set up (used by `test`
     /// and `run`, which call [`setup`] every time).
     pub quiet_if_ready: bool,
+}
+
+impl SetupOptions {
+    /// For `build`, `run`, `test` and `fuzz`: silent when nothing is missing.
+    pub fn when_needed() -> Self {
+        Self { quiet_if_ready: true }
+    }
 }
 
 /// One Debian package we need, and why.
@@ -193,7 +211,7 @@ pub fn setup(opts: &SetupOptions) -> Result<()> {
 
     // Fail before doing anything, so a non-root run does not stop half-way.
     if let Some(reason) = plan.root_reason()
-        && effective_uid()? != 0
+        && !is_root()?
     {
         bail!("setup needs root to {reason}: run it as root (e.g. `sudo cargo xtask setup`)");
     }
@@ -311,7 +329,7 @@ fn apt_get() -> Command {
 fn install_packages(missing: &[Package]) -> Result<()> {
     println!("setup: missing Debian packages: {}", package_names(missing).join(" "));
     println!("setup: updating apt package lists");
-    run(apt_get().arg("update"))?;
+    exec(apt_get().arg("update"))?;
 
     let mut available = Vec::new();
     for pkg in missing {
@@ -332,7 +350,7 @@ fn install_packages(missing: &[Package]) -> Result<()> {
 
     let names = package_names(&available);
     println!("setup: installing Debian packages: {}", names.join(" "));
-    run(apt_get().args(["install", "-y"]).args(&names))?;
+    exec(apt_get().args(["install", "-y"]).args(&names))?;
 
     // apt-get can succeed without installing a package (e.g. held packages);
     // catch it here rather than as a confusing build error later.
@@ -471,10 +489,10 @@ fn install_bpf_linker(state: &LinkerState) -> Result<()> {
         .current_dir("/");
     println!(
         "setup: building bpf-linker {BPF_LINKER_VERSION} against LLVM 22 (a few minutes): \
-         PATH={LLVM_PREFIX}/bin:$PATH LLVM_PREFIX={LLVM_PREFIX} {}",
-        describe(&cmd)
+         PATH={LLVM_PREFIX}/bin:$PATH LLVM_PREFIX={LLVM_PREFIX} cargo {}",
+        cmd.get_args().map(OsStr::to_string_lossy).collect::<Vec<_>>().join(" ")
     );
-    run(&mut cmd)?;
+    exec(&mut cmd)?;
 
     match probe_bpf_linker() {
         LinkerState::Ready(path) => {
@@ -542,7 +560,7 @@ fn install_grpcio(state: &ToolState) -> Result<()> {
     ])
     .arg(format!("grpcio=={GRPCIO_VERSION}"));
     println!("setup: installing grpcio: {}", describe(&cmd));
-    run(&mut cmd)?;
+    exec(&mut cmd)?;
     match probe_grpcio() {
         ToolState::Ready => {
             println!("setup: installed python grpcio {GRPCIO_VERSION}");
@@ -592,7 +610,7 @@ fn install_cargo_fuzz(state: &ToolState) -> Result<()> {
         .env_remove("CARGO_BUILD_TARGET")
         .current_dir("/");
     println!("setup: building cargo-fuzz {CARGO_FUZZ_VERSION} (a minute or two): {}", describe(&cmd));
-    run(&mut cmd)?;
+    exec(&mut cmd)?;
     match probe_cargo_fuzz() {
         ToolState::Ready => {
             println!("setup: installed cargo-fuzz {CARGO_FUZZ_VERSION}");
@@ -634,48 +652,9 @@ fn tracefs_state(dir: &Path) -> TracefsState {
 }
 
 fn mount_tracefs() -> Result<()> {
-    run(Command::new("mount").args(["-t", "tracefs", "nodev", TRACEFS_DIR]))?;
+    exec(Command::new("mount").args(["-t", "tracefs", "nodev", TRACEFS_DIR]))?;
     println!("setup: mounted tracefs at {TRACEFS_DIR}");
     Ok(())
-}
-
-// ---------------------------------------------------------------- helpers
-
-/// Effective uid, from /proc (no libc needed), else from `id -u`.
-fn effective_uid() -> Result<u32> {
-    if let Some(uid) = fs::read_to_string("/proc/self/status").ok().as_deref().and_then(parse_effective_uid) {
-        return Ok(uid);
-    }
-    let mut cmd = Command::new("id");
-    cmd.arg("-u");
-    let out = cmd.output().with_context(|| format!("could not run `{}` to check for root", describe(&cmd)))?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.trim().parse().with_context(|| format!("`{}` printed {:?}, not a uid", describe(&cmd), text.trim()))
-}
-
-/// The effective uid from /proc/self/status ("Uid: real effective saved fs").
-fn parse_effective_uid(status: &str) -> Option<u32> {
-    status.lines().find_map(|l| l.strip_prefix("Uid:"))?.split_whitespace().nth(1)?.parse().ok()
-}
-
-/// Runs `cmd` with the terminal as its stdio (so apt's and cargo's progress
-/// shows) and fails with the command line and exit status if it fails.
-fn run(cmd: &mut Command) -> Result<()> {
-    let status = cmd.status().with_context(|| format!("could not start `{}`", describe(cmd)))?;
-    if !status.success() {
-        bail!("`{}` failed ({status})", describe(cmd));
-    }
-    Ok(())
-}
-
-/// The last non-empty line of a command's output, for messages.
-fn last_line(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_owned()
-}
-
-/// The command line of `cmd`, for messages.
-fn describe(cmd: &Command) -> String {
-    std::iter::once(cmd.get_program()).chain(cmd.get_args()).map(OsStr::to_string_lossy).collect::<Vec<_>>().join(" ")
 }
 
 #[cfg(test)]
@@ -744,14 +723,6 @@ mod tests {
     }
 
     #[test]
-    fn effective_uid_parsing() {
-        let status = "Name:\tcat\nUmask:\t0022\nUid:\t1000\t0\t0\t0\nGid:\t1000\t1000\t1000\t1000\n";
-        assert_eq!(parse_effective_uid(status), Some(0));
-        assert_eq!(parse_effective_uid("Uid:\t0\t1000\t1000\t1000\n"), Some(1000));
-        assert_eq!(parse_effective_uid("Name:\tcat\n"), None);
-    }
-
-    #[test]
     fn path_gets_cargo_bin_first_once() {
         let bin = Path::new("/root/.cargo/bin");
         assert_eq!(path_with_first(Some(bin), OsStr::new("/usr/bin:/bin")), "/root/.cargo/bin:/usr/bin:/bin");
@@ -816,12 +787,5 @@ mod tests {
         assert_eq!(tracefs_state(&full), TracefsState::Mounted);
         assert_eq!(tracefs_state(&base.join("absent")), TracefsState::Absent);
         let _ = fs::remove_dir_all(&base);
-    }
-
-    #[test]
-    fn describe_joins_program_and_args() {
-        let mut cmd = Command::new("apt-get");
-        cmd.args(["install", "-y", "curl"]);
-        assert_eq!(describe(&cmd), "apt-get install -y curl");
     }
 }
