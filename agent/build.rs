@@ -54,10 +54,10 @@ fn main() {
 
 /// What of the eBPF toolchain is missing, if anything.
 fn missing_toolchain(cargo_bin: &Path) -> Option<String> {
-    let mut missing: Vec<String> = [DEBIAN_RUSTC, DEBIAN_CARGO]
+    let mut missing: Vec<String> = [(DEBIAN_RUSTC, "rustc-web"), (DEBIAN_CARGO, "cargo-web")]
         .into_iter()
-        .filter(|tool| !Path::new(tool).exists())
-        .map(|tool| format!("{tool} (Debian's rustc-web)"))
+        .filter(|(tool, _)| !Path::new(tool).exists())
+        .map(|(tool, package)| format!("{tool} (Debian's {package})"))
         .collect();
     let on_path = env::var_os("PATH")
         .map(|path| env::split_paths(&path).any(|dir| dir.join("bpf-linker").is_file()))
