@@ -60,30 +60,9 @@ pub struct ExchangeRecord {
     pub tcp_retransmits: u32,
 }
 
-/// What the table did with what it was given: for the loss ledger.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-pub struct ConnCounts {
-    /// Data events handed to the table.
-    pub segments: u64,
-    /// Bytes those calls moved, and how many of them were captured.
-    pub bytes_total: u64,
-    pub bytes_captured: u64,
-    /// Segments of connections whose protocol is not (yet) known.
-    pub unclassified_segments: u64,
-    /// Connections given up on: no protocol matched their first payloads.
-    pub unknown_protocol_connections: u64,
-    /// Segments a parser rejected.
-    pub parse_errors: u64,
-    /// Connections not tracked because the table was full.
-    pub table_full: u64,
-    /// Connections closed for being idle.
-    pub expired: u64,
-    pub exchanges: u64,
-    /// Summed from the parsers, of connections already closed plus open ones.
-    pub parser_malformed: u64,
-    pub parser_overflow_bytes: u64,
-    pub parser_unpaired_dropped: u64,
-}
+/// What the table did with what it was given: for the loss ledger (the
+/// stats record's `l7`).
+pub use kscope_schema::ConnCounts;
 
 enum Verdict {
     Undecided { attempts: u32, held: Vec<HeldSegment>, held_bytes: usize },

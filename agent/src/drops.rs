@@ -11,7 +11,6 @@ use std::{collections::HashMap, sync::Arc};
 
 use aya::maps::{MapData, PerCpuHashMap};
 use kscope_common::DropKey;
-use serde::Serialize;
 
 use crate::stacks::{KernelStacks, function_of};
 
@@ -79,35 +78,12 @@ pub fn protocol_name(ethertype: u16) -> String {
     }
 }
 
-/// Drops of one key since the last read (`count`) and in all (`total`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct DropRecord {
-    pub reason: Arc<str>,
-    pub reason_code: u32,
-    pub protocol: String,
-    /// Inode of the network namespace the packet was in (`net:[inode]` in
-    /// `/proc/PID/ns/net`: which pod or container), 0 when unknown.
-    pub netns: u32,
-    /// `function+0xoffset`, or `[unknown]`.
-    pub location: Arc<str>,
-    pub function: String,
-    pub count: u64,
-    pub total: u64,
-}
+/// Drops of one key since the last read (`count`) and in all (`total`),
+/// and the run's totals: printed as is (`drop` records, the summary's
+/// `drops`).
+pub use kscope_schema::{DropRecord, DropSummary};
 
-/// Totals for the summary record.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct DropSummary {
-    /// Drops the kernel counted into its map.
-    pub counted: u64,
-    /// Drops of a new key after the map was full (in no record).
-    pub untracked: u64,
-    /// Distinct (location, reason, network namespace, protocol) keys seen.
-    pub keys: usize,
-    /// The keys with the most drops, most first (at most [`SUMMARY_TOP`]).
-    pub top: Vec<DropRecord>,
-}
-
+/// How many keys the summary's `top` lists at most.
 pub const SUMMARY_TOP: usize = 10;
 
 /// Reads the kernel's drop counts and turns what grew into records.
@@ -130,8 +106,9 @@ impl DropWatch {
         })
     }
 
-    /// Keys whose count grew since the last call, most drops first.
-    pub fn poll(&mut self) -> Vec<DropRecord> {
+    /// Keys whose count grew since the last call, most drops first, stamped
+    /// with when they were read.
+    pub fn poll(&mut self, now_unix_ns: u64) -> Vec<DropRecord> {
         let mut grown = Vec::new();
         for entry in self.map.iter() {
             let Ok((key, values)) = entry else { continue };
@@ -145,14 +122,15 @@ impl DropWatch {
         let mut records: Vec<DropRecord> = grown
             .into_iter()
             .zip(locations)
-            .map(|((key, count, total), location)| self.record(&key, location, count, total))
+            .map(|((key, count, total), location)| self.record(&key, location, count, total, now_unix_ns))
             .collect();
         records.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.location.cmp(&b.location)));
         records
     }
 
-    fn record(&self, key: &DropKey, location: Arc<str>, count: u64, total: u64) -> DropRecord {
+    fn record(&self, key: &DropKey, location: Arc<str>, count: u64, total: u64, time_unix_nano: u64) -> DropRecord {
         DropRecord {
+            time_unix_nano,
             reason: self.reasons.name(key.reason),
             reason_code: key.reason,
             protocol: protocol_name(key.protocol),
@@ -173,7 +151,8 @@ impl DropWatch {
             .into_iter()
             .map(|(key, total)| {
                 let location = self.stacks.frame(key.location);
-                self.record(&key, location, total, total)
+                // No time: the summary's own is the record's.
+                self.record(&key, location, total, total, 0)
             })
             .collect();
         DropSummary { counted, untracked, keys: self.totals.len(), top }

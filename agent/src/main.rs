@@ -309,7 +309,7 @@ fn replay(
         return Ok(());
     }
     // Replays print the same ids each time.
-    output::fix_sock_token_key(0);
+    output::fix_sock_id_key(0);
     let sink = output::Sink { format, clock: recording.clock, data_events };
     let mut table = kscope::conntrack::ConnTable::new(usize::MAX, u64::MAX, kscope_protocols::Privacy { keep_query });
     let mut text = Vec::new();
@@ -339,13 +339,12 @@ fn probe(format: OutputFormat) -> anyhow::Result<()> {
             }
         }
         OutputFormat::Json => {
-            let record = serde_json::json!({
-                "type": "probe",
-                "kernel": prepared.features.release,
-                "sensors": choices,
-                "functions": prepared.features.functions,
-            });
-            writeln!(out, "{record}")?;
+            let record = kscope_schema::ProbeRecord {
+                kernel: prepared.features.release.clone(),
+                sensors: choices,
+                functions: prepared.features.functions.clone(),
+            };
+            writeln!(out, "{}", serde_json::to_string(&record)?)?;
         }
     }
     Ok(())

@@ -15,6 +15,7 @@ use aya::{
 };
 use kscope_common::{SocketDataConfig, counter_slot, names};
 use kscope_protocols::Privacy;
+use kscope_schema::{Record, SensorsRecord};
 use tokio::{signal::unix::SignalKind, sync::mpsc};
 
 use crate::{
@@ -23,21 +24,21 @@ use crate::{
     drops::{DropRecord, DropWatch},
     export::{
         MetricsSource, SpanItem,
-        otlp::{ExportCounts, ExportCountsSnapshot, MetricsExporter, OtlpConfig, SpanExporter, SpanSender},
+        otlp::{ExportCounts, MetricsExporter, OtlpConfig, SpanExporter, SpanSender},
         prometheus::PrometheusServer,
     },
     kernel::KernelFeatures,
     loader,
-    output::{self, Clock, OutputFormat, Sink, StatsRecord},
+    output::{self, Clock, OutputFormat, Sink},
     preflight,
     recording::Recorder,
     sensors::{self, HookForm, SENSORS, Search, SensorChoice},
     stacks::KernelStacks,
-    stats::{LossLedger, ProgramStats, SensorCounts},
+    stats::{LossLedger, ProgramStats, SensorCounts, StatsRecord},
     telemetry::{
         Telemetry, TelemetryOptions,
         health::{self, HealthReading},
-        links::{IdGenerator, LinkCounts},
+        links::IdGenerator,
         metrics::MetricStore,
     },
     transport,
@@ -82,19 +83,8 @@ pub struct ExportOptions {
     pub telemetry: TelemetryOptions,
 }
 
-/// What the telemetry stage and the exporters did: for the summary.
-#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
-pub struct ExportSummary {
-    pub spans: LinkCounts,
-    /// Spans made and not yet released (waiting for a parent).
-    pub spans_waiting: u64,
-    pub otlp: ExportCountsSnapshot,
-    pub metric_series: u64,
-    pub metric_overflowed_points: u64,
-    pub routes_overflowed: u64,
-    /// Exchanges a local collector served to kscope's own exports: not traced.
-    pub own_exchanges_skipped: u64,
-}
+/// What the telemetry stage and the exporters did: the summary's `export`.
+pub use kscope_schema::ExportSummary;
 
 /// The loaded object and what the kernel offers, before any sensor attaches.
 pub struct Prepared {
@@ -198,19 +188,16 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     ));
 
     // Read afresh each time: `ebpf` is borrowed mutably in between, to unload.
-    let meters = |kind: &'static str, ebpf: &Ebpf| -> StatsRecord {
-        collect_stats(
-            kind,
-            &Meters {
-                ebpf,
-                choices: &choices,
-                ledger: &ledger,
-                l7: &l7,
-                bpf_stats_enabled,
-                started,
-                possible_cpus: possible,
-            },
-        )
+    let meters = |ebpf: &Ebpf| -> StatsRecord {
+        collect_stats(&Meters {
+            ebpf,
+            choices: &choices,
+            ledger: &ledger,
+            l7: &l7,
+            bpf_stats_enabled,
+            started,
+            possible_cpus: possible,
+        })
     };
     let mut interval = tokio::time::interval(opts.stats_interval);
     interval.tick().await;
@@ -234,15 +221,14 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             _ = sigterm.recv() => break,
             () = &mut deadline => break,
             _ = interval.tick() => {
-                let record = meters("stats", &ebpf);
-                emit_stats(&record, opts.output)?;
+                emit_stats(&Record::Stats(meters(&ebpf)), opts.output)?;
             }
             _ = health_tick.tick(), if exporters.metrics_wanted() => {
-                exporters.record_health(&meters("stats", &ebpf), &choices, events_waiting());
+                exporters.record_health(&meters(&ebpf), &choices, events_waiting());
             }
             _ = drop_tick.tick(), if drop_watch.is_some() => {
                 if let Some(watch) = &mut drop_watch {
-                    report_drops(&watch.poll(), &clock, opts.output, &exporters);
+                    report_drops(watch.poll(output::unix_now_ns()), &clock, opts.output, &exporters);
                 }
             }
         }
@@ -250,7 +236,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
 
     // Detach first so no new events arrive, let the readers drain what is
     // already in the rings, then account for everything.
-    let summary_programs = meters("summary", &ebpf);
+    let summary_programs = meters(&ebpf);
     for choice in &choices {
         for name in &choice.programs {
             sensors::unload(&mut ebpf, name);
@@ -258,11 +244,11 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     }
     readers.stop().await;
     let _ = writer.await;
-    let mut summary = meters("summary", &ebpf);
+    let mut summary = meters(&ebpf);
     // Program costs as they were while attached.
     summary.programs = summary_programs.programs;
     if let Some(watch) = &mut drop_watch {
-        report_drops(&watch.poll(), &clock, opts.output, &exporters);
+        report_drops(watch.poll(output::unix_now_ns()), &clock, opts.output, &exporters);
         let count = |slot| kernel_counter(&ebpf, slot, possible);
         summary.drops = Some(watch.summary(count(counter_slot::DROPS_COUNTED), count(counter_slot::DROPS_UNTRACKED)));
     }
@@ -270,7 +256,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         exporters.record_health(&summary, &choices, 0);
     }
     summary.export = exporters.finish().await;
-    emit_stats(&summary, opts.output)?;
+    emit_stats(&Record::Summary(summary), opts.output)?;
     if let (Some(recorder), Some(path)) = (recorder, &opts.record) {
         recorder.finish().with_context(|| format!("cannot write the recording {}", path.display()))?;
         eprintln!(
@@ -294,26 +280,28 @@ fn report_choices(choices: &[SensorChoice], features: &KernelFeatures, format: O
             }
         }
         OutputFormat::Json => {
-            let record = serde_json::json!({
-                "type": "sensors",
-                "time_unix_nano": output::unix_now_ns(),
-                "kernel": features.release,
-                "sensors": choices,
+            let record = Record::Sensors(SensorsRecord {
+                time_unix_nano: output::unix_now_ns(),
+                kernel: features.release.as_str().into(),
+                sensors: choices.to_vec(),
             });
             let mut out = std::io::stdout().lock();
-            output::write_line(&mut out, &record.to_string())?;
+            output::write_line(&mut out, &serde_json::to_string(&record)?)?;
             out.flush()?;
         }
     }
     for c in choices {
         if let Some(d) = &c.degraded {
-            tracing::warn!(sensor = c.sensor, "{d}");
+            tracing::warn!(sensor = &*c.sensor, "{d}");
         }
     }
     Ok(())
 }
 
-fn emit_stats(record: &StatsRecord, format: OutputFormat) -> anyhow::Result<()> {
+/// Prints a `stats` or `summary` record (other records are not stats:
+/// nothing is printed for them).
+fn emit_stats(record: &Record<'_>, format: OutputFormat) -> anyhow::Result<()> {
+    let (Record::Stats(stats) | Record::Summary(stats)) = record else { return Ok(()) };
     match format {
         OutputFormat::Json => {
             let mut out = std::io::stdout().lock();
@@ -322,7 +310,7 @@ fn emit_stats(record: &StatsRecord, format: OutputFormat) -> anyhow::Result<()> 
         }
         OutputFormat::Console => {
             let mut err = std::io::stderr().lock();
-            for line in output::stats_lines(record) {
+            for line in output::stats_lines(record.kind(), stats) {
                 writeln!(err, "{line}")?;
             }
         }
@@ -341,7 +329,7 @@ struct Meters<'a> {
     possible_cpus: usize,
 }
 
-fn collect_stats(kind: &'static str, meters: &Meters<'_>) -> StatsRecord {
+fn collect_stats(meters: &Meters<'_>) -> StatsRecord {
     let Meters { ebpf, choices, ledger, l7, bpf_stats_enabled, started, possible_cpus } = *meters;
     let mut programs = Vec::new();
     for choice in choices {
@@ -349,7 +337,7 @@ fn collect_stats(kind: &'static str, meters: &Meters<'_>) -> StatsRecord {
             let info = ebpf.program(name).and_then(|p| p.info().ok());
             if let Some(info) = info {
                 programs.push(ProgramStats::new(
-                    choice.sensor,
+                    choice.sensor.clone(),
                     name.clone(),
                     info.run_count(),
                     info.run_time().as_nanos() as u64,
@@ -361,7 +349,7 @@ fn collect_stats(kind: &'static str, meters: &Meters<'_>) -> StatsRecord {
     let sensors = SENSORS
         .iter()
         .map(|s| SensorCounts {
-            sensor: s.name,
+            sensor: s.name.into(),
             emitted: count(s.counter_slot),
             emit_failed: count(s.counter_slot + 1),
             table_full: s.table_full_slot.map_or(0, count),
@@ -370,7 +358,6 @@ fn collect_stats(kind: &'static str, meters: &Meters<'_>) -> StatsRecord {
         .collect();
     let snapshot = ledger.snapshot();
     StatsRecord {
-        kind,
         time_unix_nano: output::unix_now_ns(),
         uptime_ns: started.elapsed().as_nanos() as u64,
         bpf_stats_enabled,
@@ -396,24 +383,23 @@ fn kernel_counter(ebpf: &Ebpf, slot: u32, possible_cpus: usize) -> u64 {
 /// How often the kernel's packet drop counts are read.
 const DROP_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Prints the drop records (on stdout, with the events) and counts them
-/// into the metrics.
-fn report_drops(records: &[DropRecord], clock: &Clock, format: OutputFormat, exporters: &Exporters) {
+/// Counts the drop records into the metrics and prints them (on stdout,
+/// with the events).
+fn report_drops(records: Vec<DropRecord>, clock: &Clock, format: OutputFormat, exporters: &Exporters) {
     if records.is_empty() {
         return;
     }
-    let now = output::unix_now_ns();
+    exporters.record_drops(&records, clock.unix_nanos(output::monotonic_now_ns()));
     let mut out = std::io::stdout().lock();
     for record in records {
         let line = match format {
-            OutputFormat::Json => output::drop_json(record, now),
-            OutputFormat::Console => output::drop_line(record, now),
+            OutputFormat::Json => output::drop_json(record),
+            OutputFormat::Console => output::drop_line(&record),
         };
         // A closed stdout is not an error for the run: the counts go on.
         let _ = output::write_line(&mut out, &line);
     }
     let _ = out.flush();
-    exporters.record_drops(records, clock.unix_nanos(output::monotonic_now_ns()));
 }
 
 /// How long an event waits for earlier ones from other CPUs: longer than

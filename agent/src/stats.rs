@@ -8,7 +8,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use serde::Serialize;
+/// The ledger and the kernel's counts as the `stats` and `summary` records print them.
+pub use kscope_schema::{LedgerSnapshot, ProgramStats, SensorCounts, StatsRecord};
 
 #[derive(Debug)]
 pub struct LossLedger {
@@ -54,61 +55,6 @@ impl LossLedger {
     }
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct LedgerSnapshot {
-    pub read_per_cpu: Vec<u64>,
-    pub lost_per_cpu: Vec<u64>,
-    pub decoded: u64,
-    pub decode_errors: u64,
-    pub ring_errors: u64,
-    pub queue_dropped: u64,
-    pub written: u64,
-    pub analyzed: u64,
-}
-
-impl LedgerSnapshot {
-    pub fn read(&self) -> u64 {
-        self.read_per_cpu.iter().sum()
-    }
-    pub fn lost(&self) -> u64 {
-        self.lost_per_cpu.iter().sum()
-    }
-}
-
-/// Per-sensor counts from the kernel's `EVENTS_EMITTED` array.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct SensorCounts {
-    pub sensor: &'static str,
-    /// Events handed to the per-CPU buffers.
-    pub emitted: u64,
-    /// Events the buffers refused (full), or bookkeeping that did not fit.
-    pub emit_failed: u64,
-    /// Connections the kernel's bounded table had no room for: still
-    /// reported, but without their owner and duration.
-    pub table_full: u64,
-    /// Seen but not reported (socket data: `sendmmsg`/`recvmmsg` messages
-    /// past the batch the sensor captures per call).
-    pub unreported: u64,
-}
-
-/// BPF run-time statistics of one attached program.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct ProgramStats {
-    pub sensor: &'static str,
-    pub program: String,
-    pub run_count: u64,
-    pub run_time_ns: u64,
-    /// `run_time_ns / run_count`: what one hit costs the traced code.
-    pub avg_ns_per_run: u64,
-}
-
-impl ProgramStats {
-    pub fn new(sensor: &'static str, program: String, run_count: u64, run_time_ns: u64) -> Self {
-        let avg_ns_per_run = run_time_ns.checked_div(run_count).unwrap_or(0);
-        Self { sensor, program, run_count, run_time_ns, avg_ns_per_run }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,11 +68,5 @@ mod tests {
         let snap = ledger.snapshot();
         assert_eq!((snap.read(), snap.lost()), (7, 5));
         assert_eq!(snap.lost_per_cpu, vec![0, 5]);
-    }
-
-    #[test]
-    fn average_of_no_runs_is_zero() {
-        assert_eq!(ProgramStats::new("tcp", "p".into(), 0, 10).avg_ns_per_run, 0);
-        assert_eq!(ProgramStats::new("tcp", "p".into(), 4, 1000).avg_ns_per_run, 250);
     }
 }

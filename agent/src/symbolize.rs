@@ -2,10 +2,10 @@
 //! and scripts. One line (or JSON record) per address, in input order; an
 //! address that can't be resolved says why.
 
-use std::io::Write;
+use std::{borrow::Cow, io::Write};
 
-use serde_json::json;
-use symbol_resolver::{Kernel, Process, Source, Symbolized, Symbolizer};
+use kscope_schema::{CodeLocation, HexAddress, InlinedFrame, ResolvedAddress, SymbolizeRecord, UnknownAddress};
+use symbol_resolver::{CodeInfo, Kernel, Process, Source, Symbolized, Symbolizer};
 
 use crate::output::OutputFormat;
 
@@ -41,7 +41,7 @@ pub fn symbolize(target: &Target, addresses: &[u64], format: OutputFormat) -> an
     for (addr, result) in addresses.iter().zip(&results) {
         match format {
             OutputFormat::Console => writeln!(out, "{}", line(*addr, result))?,
-            OutputFormat::Json => writeln!(out, "{}", record(*addr, result))?,
+            OutputFormat::Json => writeln!(out, "{}", serde_json::to_string(&record(*addr, result))?)?,
         }
     }
     Ok(())
@@ -71,20 +71,31 @@ pub fn line(addr: u64, result: &Symbolized) -> String {
     }
 }
 
-pub fn record(addr: u64, result: &Symbolized) -> serde_json::Value {
-    let code = |c: &symbol_resolver::CodeInfo| json!({ "file": c.file, "line": c.line, "column": c.column });
+fn code_location(code: &CodeInfo) -> CodeLocation<'_> {
+    CodeLocation { file: Cow::Borrowed(&code.file), line: code.line, column: code.column }
+}
+
+/// The JSON record of one address.
+pub fn record(addr: u64, result: &Symbolized) -> SymbolizeRecord<'_> {
     match result {
-        Symbolized::Sym(sym) => json!({
-            "address": format!("{addr:#x}"),
-            "symbol": sym.name,
-            "symbol_address": format!("{:#x}", sym.addr),
-            "offset": sym.offset,
-            "size": sym.size,
-            "module": sym.module,
-            "code": sym.code.as_ref().map(code),
-            "inlined": sym.inlined.iter().map(|f| json!({ "name": f.name, "code": f.code.as_ref().map(code) })).collect::<Vec<_>>(),
+        Symbolized::Sym(sym) => SymbolizeRecord::Resolved(ResolvedAddress {
+            address: HexAddress(addr),
+            symbol: Cow::Borrowed(&sym.name),
+            symbol_address: HexAddress(sym.addr),
+            offset: sym.offset,
+            size: sym.size,
+            module: sym.module.as_deref().map(Cow::Borrowed),
+            code: sym.code.as_ref().map(code_location),
+            inlined: sym
+                .inlined
+                .iter()
+                .map(|f| InlinedFrame { name: Cow::Borrowed(&f.name), code: f.code.as_ref().map(code_location) })
+                .collect(),
         }),
-        Symbolized::Unknown(reason) => json!({ "address": format!("{addr:#x}"), "unknown": reason.to_string() }),
+        Symbolized::Unknown(reason) => SymbolizeRecord::Unknown(UnknownAddress {
+            address: HexAddress(addr),
+            unknown: Cow::Owned(reason.to_string()),
+        }),
     }
 }
 
@@ -117,6 +128,7 @@ mod tests {
         let symbolizer = Symbolizer::new();
         let results = symbolizer.symbolize(&Source::Kernel(Kernel::default()), &[addr + 1]);
         assert_eq!(line(addr + 1, &results[0]), format!("{:#018x} {name}+0x1", addr + 1));
-        assert_eq!(record(addr + 1, &results[0])["symbol"], name);
+        let SymbolizeRecord::Resolved(resolved) = record(addr + 1, &results[0]) else { panic!("not resolved") };
+        assert_eq!((resolved.symbol.as_ref(), resolved.offset), (name.as_str(), 1));
     }
 }

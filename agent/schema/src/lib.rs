@@ -21,17 +21,21 @@ mod exchange;
 mod sensors;
 mod span;
 mod stats;
+mod symbolize;
 
 use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 
 pub use drops::{DropRecord, DropSummary};
-pub use events::{CloseDetail, Origin, DataRecord, ExecRecord, ExitRecord, RetransmitRecord, TcpRecord};
+pub use events::{CloseDetail, DataRecord, ExecRecord, ExitRecord, Origin, RetransmitRecord, TcpRecord};
 pub use exchange::{DnsDetail, ExchangeDetail, ExchangeRecord, GrpcDetail, HttpDetail};
 pub use sensors::{Fallback, FunctionReport, ProbeRecord, Rejection, SensorChoice, SensorsRecord};
 pub use span::{AttributeValue, SpanKind, SpanRecord, SpanStatus};
-pub use stats::{ConnCounts, ExportCounts, ExportSummary, LedgerSnapshot, LinkCounts, ProgramStats, SensorCounts, StatsRecord};
+pub use stats::{
+    ConnCounts, ExportCounts, ExportSummary, LedgerSnapshot, LinkCounts, ProgramStats, SensorCounts, StatsRecord,
+};
+pub use symbolize::{CodeLocation, HexAddress, InlinedFrame, ResolvedAddress, SymbolizeRecord, UnknownAddress};
 
 /// One line of `kscope run --output json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -142,8 +146,11 @@ pub fn parse_lines(text: &str) -> Result<Vec<Record<'static>>, ParseError> {
 #[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum HookForm {
+    /// kprobe/kretprobe on kernel functions.
     Kprobe,
+    /// fentry/fexit (BPF trampolines) on the same functions.
     Fentry,
+    /// Static tracepoints (and syscall tracepoints).
     Tracepoint,
 }
 
@@ -172,6 +179,16 @@ pub enum Role {
     Server,
 }
 
+impl Role {
+    /// As printed (`client`, `server`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Client => "client",
+            Self::Server => "server",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Transport {
@@ -179,11 +196,31 @@ pub enum Transport {
     Udp,
 }
 
+impl Transport {
+    /// As printed (`tcp`, `udp`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Tcp => "tcp",
+            Self::Udp => "udp",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Direction {
     Send,
     Recv,
+}
+
+impl Direction {
+    /// As printed (`send`, `recv`), seen from the process.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Send => "send",
+            Self::Recv => "recv",
+        }
+    }
 }
 
 /// A socket's identity in kscope's output: a keyed hash of the kernel's

@@ -57,12 +57,37 @@ pub enum SpanKind {
     Consumer,
 }
 
+impl SpanKind {
+    /// As printed (`server`, `client`, ...).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Unspecified => "unspecified",
+            Self::Internal => "internal",
+            Self::Server => "server",
+            Self::Client => "client",
+            Self::Producer => "producer",
+            Self::Consumer => "consumer",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SpanStatus {
     Unset,
     Ok,
     Error,
+}
+
+impl SpanStatus {
+    /// As printed (`unset`, `ok`, `error`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Unset => "unset",
+            Self::Ok => "ok",
+            Self::Error => "error",
+        }
+    }
 }
 
 /// An OTLP attribute value, as JSON.

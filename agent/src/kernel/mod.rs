@@ -133,22 +133,9 @@ fn kprobe_verdict(lookup: &symbol_resolver::FunctionLookup) -> Result<(), String
 }
 
 /// One kernel function a kprobe or fentry form hooks, as this kernel has
-/// it: what `kscope probe` shows, so a missing hook is explained before
-/// anything is loaded.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct FunctionReport {
-    pub function: String,
-    /// Its names in kallsyms: itself and compiler clones (`.isra.0`,
-    /// `.constprop.0`, `.cold`); empty when inlined or absent.
-    pub kallsyms_names: Vec<String>,
-    /// Whether ftrace's `available_filter_functions` lists the plain name;
-    /// `None` when the list cannot be read.
-    pub traceable: Option<bool>,
-    /// Whether the kernel's BTF has it (an fentry/fexit target).
-    pub btf: bool,
-    /// `None` when a kprobe can go on the plain name, else why not.
-    pub kprobe_unusable: Option<String>,
-}
+/// it: what `kscope probe` shows (and prints as JSON), so a missing hook is
+/// explained before anything is loaded.
+pub use kscope_schema::FunctionReport;
 
 /// Reports on every function the sensors' forms hook; `btf_functions` are
 /// those of them the kernel's BTF has.

@@ -25,43 +25,20 @@ use kscope_common::HookFormId;
 
 use crate::kernel::{KernelFeatures, Wanted};
 
-/// How a sensor's programs hook into the kernel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, clap::ValueEnum, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum HookForm {
-    /// kprobe/kretprobe on kernel functions.
-    Kprobe,
-    /// fentry/fexit (BPF trampolines) on the same functions.
-    Fentry,
-    /// Static tracepoints (and syscall tracepoints).
-    Tracepoint,
-}
+/// How a sensor's programs hook into the kernel; the output's type, so the
+/// `--hook-form` flag, the sensors record and each event name forms alike.
+pub use kscope_schema::HookForm;
+/// What [`choose_and_attach`] decided for each sensor: printed as is (the
+/// `sensors` record, `kscope probe`).
+pub use kscope_schema::{Fallback, Rejection, SensorChoice};
 
-impl HookForm {
-    /// The name used on the command line, in the output and in reasons.
-    pub const fn name(self) -> &'static str {
-        match self {
-            Self::Kprobe => "kprobe",
-            Self::Fentry => "fentry",
-            Self::Tracepoint => "tracepoint",
-        }
-    }
-}
-
-/// The id the kernel programs stamp on each event.
-impl From<HookFormId> for HookForm {
-    fn from(id: HookFormId) -> Self {
-        match id {
-            HookFormId::Kprobe => Self::Kprobe,
-            HookFormId::Fentry => Self::Fentry,
-            HookFormId::Tracepoint => Self::Tracepoint,
-        }
-    }
-}
-
-impl fmt::Display for HookForm {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+/// The form of the program that stamped an event (a function: both types
+/// are other crates', so no `From` between them can be written here).
+pub fn hook_form_of(id: HookFormId) -> HookForm {
+    match id {
+        HookFormId::Kprobe => HookForm::Kprobe,
+        HookFormId::Fentry => HookForm::Fentry,
+        HookFormId::Tracepoint => HookForm::Tracepoint,
     }
 }
 
@@ -160,41 +137,6 @@ pub fn wanted() -> Wanted {
     wanted
 }
 
-/// Why a form was not used.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Rejection {
-    pub form: HookForm,
-    pub reason: String,
-}
-
-/// The outcome for one sensor.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct SensorChoice {
-    pub sensor: &'static str,
-    pub description: &'static str,
-    pub chosen: Option<HookForm>,
-    /// Better forms than the chosen one (or all, if none was chosen), each
-    /// with the reason it was not used.
-    pub rejected: Vec<Rejection>,
-    /// Programs attached for the chosen form, by name.
-    pub programs: Vec<String>,
-    /// Where they attached, e.g. `kprobe:tcp_connect`.
-    pub hooks: Vec<String>,
-    /// What the chosen form lacks on this kernel, if anything.
-    pub degraded: Option<String>,
-    /// Forms after the chosen one and whether they would work (filled only
-    /// by [`Search::EveryForm`]).
-    pub fallbacks: Vec<Fallback>,
-}
-
-/// A form the sensor could fall back to.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Fallback {
-    pub form: HookForm,
-    /// `None` when it loaded and attached; else why not.
-    pub unavailable: Option<String>,
-}
-
 /// Checks a form against the kernel's features without touching the kernel:
 /// the first reason it cannot work, if any.
 pub fn precheck(form: &FormSpec, features: &KernelFeatures) -> Result<(), String> {
@@ -266,8 +208,8 @@ pub fn choose_and_attach(
         .iter()
         .map(|sensor| {
             let mut choice = SensorChoice {
-                sensor: sensor.name,
-                description: sensor.description,
+                sensor: sensor.name.into(),
+                description: sensor.description.into(),
                 chosen: None,
                 rejected: Vec::new(),
                 programs: Vec::new(),

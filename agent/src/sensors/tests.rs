@@ -72,7 +72,7 @@ fn kernel_without_tracefs_falls_back_to_fentry_then_kprobe() {
     });
     assert_eq!(result.len(), SENSORS.len());
     for choice in result {
-        if tracepoint_only(choice.sensor) {
+        if tracepoint_only(&choice.sensor) {
             assert_eq!(choice.chosen, None);
             assert_eq!(
                 choice.rejected,
@@ -82,7 +82,7 @@ fn kernel_without_tracefs_falls_back_to_fentry_then_kprobe() {
         }
         assert_eq!(choice.chosen, Some(HookForm::Kprobe), "{}", choice.sensor);
         let fentry = Rejection { form: HookForm::Fentry, reason: "fexit:bprm_execve: EPERM from BPF_PROG_LOAD".into() };
-        let expected = if tracepoint_first(choice.sensor) {
+        let expected = if tracepoint_first(&choice.sensor) {
             vec![Rejection { form: HookForm::Tracepoint, reason: "tracefs is not mounted".into() }, fentry]
         } else {
             vec![fentry]
@@ -128,10 +128,10 @@ fn no_btf_leaves_tracepoints_degraded() {
             "needs kernel struct offsets from BTF: no kernel BTF"
         ]
     );
-    let drops = result.iter().find(|c| tracepoint_only(c.sensor)).unwrap();
+    let drops = result.iter().find(|c| tracepoint_only(&c.sensor)).unwrap();
     assert_eq!((drops.chosen, drops.degraded.as_deref()), (Some(HookForm::Tracepoint), None));
     assert!(drops.rejected.is_empty() && drops.fallbacks.is_empty());
-    for choice in result.iter().filter(|c| tracepoint_first(c.sensor) && !tracepoint_only(c.sensor)) {
+    for choice in result.iter().filter(|c| tracepoint_first(&c.sensor) && !tracepoint_only(&c.sensor)) {
         assert_eq!(choice.chosen, Some(HookForm::Tracepoint));
         assert!(choice.rejected.is_empty());
         assert!(choice.degraded.as_deref().is_some_and(|d| d.starts_with("without kernel BTF")));
@@ -175,7 +175,7 @@ fn attach_failure_moves_on_to_the_next_form() {
         _ => Ok(Vec::new()),
     });
     for choice in &result {
-        let want = if tracepoint_only(choice.sensor) { None } else { Some(HookForm::Fentry) };
+        let want = if tracepoint_only(&choice.sensor) { None } else { Some(HookForm::Fentry) };
         assert_eq!(choice.chosen, want, "{}", choice.sensor);
     }
     assert!(!result.iter().any(|c| c.rejected.iter().any(|r| r.form == HookForm::Fentry)));
@@ -208,11 +208,11 @@ fn probe_reports_every_fallback() {
     });
     for choice in result {
         assert_eq!(choice.chosen, Some(HookForm::Tracepoint));
-        if tracepoint_only(choice.sensor) {
+        if tracepoint_only(&choice.sensor) {
             assert!(choice.rejected.is_empty() && choice.fallbacks.is_empty());
             continue;
         }
-        if !tracepoint_first(choice.sensor) {
+        if !tracepoint_first(&choice.sensor) {
             assert_eq!(choice.rejected.len(), 2, "{choice:?}");
             assert!(choice.fallbacks.is_empty());
             continue;
@@ -251,14 +251,14 @@ fn a_layout_error_rejects_only_the_forms_that_read_that_record() {
     features.layout_errors = vec![("skb:kfree_skb".into(), "tracepoint skb:kfree_skb has no field location".into())];
     let result = choose_and_attach(&features, None, Search::FirstThatWorks, |_| Ok(Vec::new()));
     for choice in &result {
-        if tracepoint_only(choice.sensor) {
+        if tracepoint_only(&choice.sensor) {
             assert_eq!(choice.chosen, None);
             assert_eq!(
                 choice.rejected[0].reason,
                 "tracepoint record layout: tracepoint skb:kfree_skb has no field location"
             );
         } else {
-            assert_eq!(choice.chosen, Some(choice_first_form(choice.sensor)), "{}", choice.sensor);
+            assert_eq!(choice.chosen, Some(choice_first_form(&choice.sensor)), "{}", choice.sensor);
         }
     }
     features.layout_errors = vec![("syscalls:sys_enter_read".into(), "no field fd".into())];

@@ -10,7 +10,7 @@ use super::{
     resource::int_attr,
     semconv as sc,
 };
-use crate::{export::Resource, output::StatsRecord, sensors::SensorChoice};
+use crate::{export::Resource, sensors::SensorChoice, stats::StatsRecord};
 
 /// Everything the health metrics are read from, at one moment.
 #[derive(Debug)]
@@ -29,11 +29,11 @@ pub fn record(store: &mut MetricStore, agent: &Arc<Resource>, reading: &HealthRe
     let HealthReading { stats, choices, spans, data_points, queues } = reading;
     let now = now_unix_ns;
     for s in &stats.sensors {
-        store.set_total(agent, sc::KSCOPE_SENSOR_EVENTS, vec![attr(sc::KSCOPE_SENSOR, s.sensor)], s.emitted, now);
+        store.set_total(agent, sc::KSCOPE_SENSOR_EVENTS, vec![attr(sc::KSCOPE_SENSOR, &*s.sensor)], s.emitted, now);
         store.set_total(
             agent,
             sc::KSCOPE_SENSOR_EVENTS_FAILED,
-            vec![attr(sc::KSCOPE_SENSOR, s.sensor)],
+            vec![attr(sc::KSCOPE_SENSOR, &*s.sensor)],
             s.emit_failed,
             now,
         );
@@ -73,12 +73,12 @@ pub fn record(store: &mut MetricStore, agent: &Arc<Resource>, reading: &HealthRe
     }
     for choice in *choices {
         if let Some(form) = choice.chosen {
-            let attrs = vec![attr(sc::KSCOPE_SENSOR, choice.sensor), attr(sc::KSCOPE_HOOK_FORM, form.name())];
+            let attrs = vec![attr(sc::KSCOPE_SENSOR, &*choice.sensor), attr(sc::KSCOPE_HOOK_FORM, form.name())];
             store.set_gauge(agent, sc::KSCOPE_HOOK_FORM_INFO, attrs, 1, now);
         }
     }
     for p in &stats.programs {
-        let attrs = || vec![attr(sc::KSCOPE_SENSOR, p.sensor), attr(sc::KSCOPE_PROGRAM, p.program.clone())];
+        let attrs = || vec![attr(sc::KSCOPE_SENSOR, &*p.sensor), attr(sc::KSCOPE_PROGRAM, p.program.clone())];
         store.set_total(agent, sc::KSCOPE_PROGRAM_RUNS, attrs(), p.run_count, now);
         store.set_seconds(agent, sc::KSCOPE_PROGRAM_RUN_TIME, attrs(), p.run_time_ns as f64 / 1e9, now);
     }

@@ -102,22 +102,8 @@ struct Held {
     own_trace: [u8; 16],
 }
 
-/// How spans were linked.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-pub struct LinkCounts {
-    pub spans: u64,
-    pub released: u64,
-    /// Parent from the request's `traceparent`.
-    pub remote_parent: u64,
-    /// A client span whose parent is the server span its thread was serving.
-    pub enclosing_server: u64,
-    /// A server span whose parent is the client span of the same connection.
-    pub same_host_client: u64,
-    /// Spans that start a trace.
-    pub roots: u64,
-    /// Spans released before their wait ended because too many were waiting.
-    pub released_early: u64,
-}
+/// How spans were linked (the summary's `export.spans`).
+pub use kscope_schema::LinkCounts;
 
 /// Waits and bounds for [`SpanLinker`].
 #[derive(Debug, Clone, Copy)]

@@ -17,7 +17,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use serde::Serialize;
 use tokio::sync::watch;
 
 pub mod config;
@@ -56,20 +55,9 @@ pub struct ExportCounts {
     pub queue_depth: AtomicU64,
 }
 
-/// [`ExportCounts`] at one moment.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct ExportCountsSnapshot {
-    pub spans_offered: u64,
-    pub spans_exported: u64,
-    pub spans_dropped: u64,
-    pub spans_failed: u64,
-    pub metric_points_exported: u64,
-    pub metric_points_failed: u64,
-    pub export_requests: u64,
-    pub export_failures: u64,
-    pub retries: u64,
-    pub queue_depth: u64,
-}
+/// [`ExportCounts`] at one moment, as the summary's `export.otlp` prints it
+/// (named `ExportCounts` in the schema; here that name is the counters).
+pub use kscope_schema::ExportCounts as ExportCountsSnapshot;
 
 impl ExportCounts {
     pub fn snapshot(&self) -> ExportCountsSnapshot {
