@@ -10,7 +10,7 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use serde_json::Value;
+use kscope_schema::{Record, SensorsRecord, StatsRecord, parse_line};
 
 /// The binary under test: `KSCOPE_BIN` (set by `cargo xtask test`), else the
 /// release build.
@@ -28,7 +28,11 @@ pub fn kscope_binary() -> anyhow::Result<PathBuf> {
 pub struct KscopeRun {
     child: Child,
     lines: mpsc::Receiver<String>,
-    pub records: Vec<Value>,
+    sensors: SensorsRecord<'static>,
+    /// Every record so far, the sensors record first.
+    pub records: Vec<Record<'static>>,
+    /// Every line so far, as printed.
+    stdout: String,
     stderr: mpsc::Receiver<String>,
 }
 
@@ -45,27 +49,21 @@ impl KscopeRun {
             .context("cannot start kscope")?;
         let lines = pipe_lines(child.stdout.take().context("stdout")?);
         let stderr = pipe_lines(child.stderr.take().context("stderr")?);
-        let mut run = Self { child, lines, records: Vec::new(), stderr };
-        let first = run.lines.recv_timeout(Duration::from_secs(60));
-        match first {
-            Ok(line) => {
-                let record: Value = serde_json::from_str(&line).with_context(|| format!("not JSON: {line}"))?;
-                if record["type"] != "sensors" {
-                    bail!("first record is not the sensors record: {line}");
-                }
-                run.records.push(record);
+        let (line, sensors) = match first_record(&lines, &stderr) {
+            Ok(first) => first,
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(e);
             }
-            Err(_) => {
-                let _ = run.child.kill();
-                let err: Vec<String> = run.stderr.try_iter().collect();
-                bail!("kscope did not report its sensors; stderr:\n{}", err.join("\n"));
-            }
-        }
-        Ok(run)
+        };
+        let records = vec![Record::Sensors(sensors.clone())];
+        Ok(Self { child, lines, sensors, records, stdout: line + "\n", stderr })
     }
 
-    pub fn sensors(&self) -> &Value {
-        &self.records[0]
+    /// The first record: the kernel and the hook form each sensor got.
+    pub fn sensors(&self) -> &SensorsRecord<'static> {
+        &self.sensors
     }
 
     pub fn pid(&self) -> u32 {
@@ -81,11 +79,12 @@ impl KscopeRun {
             .with_context(|| format!("kscope did not exit within {timeout:?} of SIGINT"))?
             .code();
         for line in self.lines.iter() {
-            let record: Value = serde_json::from_str(&line).with_context(|| format!("not JSON: {line}"))?;
-            self.records.push(record);
+            self.records.push(parse_line(&line).context("kscope printed a line that is not one of its records")?);
+            self.stdout.push_str(&line);
+            self.stdout.push('\n');
         }
         let stderr: Vec<String> = self.stderr.iter().collect();
-        Ok(Finished { exit_code: status, records: self.records, stderr: stderr.join("\n") })
+        Ok(Finished { exit_code: status, records: self.records, stdout: self.stdout, stderr: stderr.join("\n") })
     }
 
     pub fn kill(mut self) -> anyhow::Result<()> {
@@ -97,17 +96,37 @@ impl KscopeRun {
 
 pub struct Finished {
     pub exit_code: Option<i32>,
-    pub records: Vec<Value>,
+    /// Every record, the sensors record first.
+    pub records: Vec<Record<'static>>,
+    /// Every line kscope printed, as printed (for what must never appear in
+    /// it, whatever field it would be in).
+    pub stdout: String,
     pub stderr: String,
 }
 
 impl Finished {
-    pub fn summary(&self) -> Option<&Value> {
-        self.records.iter().rev().find(|r| r["type"] == "summary")
+    /// The summary kscope printed at exit.
+    pub fn summary(&self) -> Option<&StatsRecord> {
+        crate::records::summary(&self.records)
     }
 }
 
 pub use crate::send_signal;
+
+/// kscope's first line, which must be its sensors record.
+fn first_record(
+    lines: &mpsc::Receiver<String>,
+    stderr: &mpsc::Receiver<String>,
+) -> anyhow::Result<(String, SensorsRecord<'static>)> {
+    let Ok(line) = lines.recv_timeout(Duration::from_secs(60)) else {
+        let err: Vec<String> = stderr.try_iter().collect();
+        bail!("kscope did not report its sensors; stderr:\n{}", err.join("\n"));
+    };
+    match parse_line(&line).context("kscope's first line")? {
+        Record::Sensors(sensors) => Ok((line, sensors)),
+        _ => bail!("first record is not the sensors record: {line}"),
+    }
+}
 
 fn pipe_lines(reader: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
     let (tx, rx) = mpsc::channel();

@@ -18,45 +18,66 @@ use std::{
     time::Duration,
 };
 
+use kscope_schema::{
+    Record,
+    Role::{self, Client, Server},
+    parse_line,
+};
 use kscope_tests::{
     agent::{KscopeRun, kscope_binary},
     dns::{self, Dnsmasq},
     grpc::{GrpcServer, grpc_client},
     nginx::{Nginx, NginxOptions},
+    records::exchanges,
     workspace_root,
 };
 use serde_json::Value;
 
 /// Exchanges an expected file must hold: (protocol, role, count).
-type Holds = &'static [(&'static str, &'static str, usize)];
+type Holds = &'static [(&'static str, Role, usize)];
 
 /// Each scenario and the exchanges its expected records must hold, so a
 /// recording that lost its traffic cannot be blessed unnoticed.
 const SCENARIOS: &[(&str, Holds)] = &[
-    ("http1_nginx_curl", &[("http1", "client", 3), ("http1", "server", 3)]),
-    ("http2_nginx_nghttp", &[("http2", "client", 3), ("http2", "server", 3)]),
-    ("grpc_grpcio", &[("grpc", "client", 3), ("grpc", "server", 3)]),
-    ("dns_dig_dnsmasq", &[("dns", "client", 3), ("dns", "server", 3)]),
+    ("http1_nginx_curl", &[("http1", Client, 3), ("http1", Server, 3)]),
+    ("http2_nginx_nghttp", &[("http2", Client, 3), ("http2", Server, 3)]),
+    ("grpc_grpcio", &[("grpc", Client, 3), ("grpc", Server, 3)]),
+    ("dns_dig_dnsmasq", &[("dns", Client, 3), ("dns", Server, 3)]),
 ];
 
 fn golden_dir() -> PathBuf {
     workspace_root().join("tests/golden")
 }
 
-fn replay(recording: &Path) -> Vec<Value> {
+/// Each line of `text` as a record, which prints back as the very same JSON:
+/// nothing in it lies outside the schema, so comparing records compares
+/// everything the lines say.
+fn records_exactly(text: &str, what: &str) -> Vec<Record<'static>> {
+    text.lines()
+        .map(|line| {
+            let record = parse_line(line).unwrap_or_else(|e| panic!("{what}: {e}"));
+            let again = serde_json::to_value(&record).unwrap();
+            let original: Value = serde_json::from_str(line).unwrap();
+            assert_eq!(again, original, "{what}: the record prints back differently than the line");
+            record
+        })
+        .collect()
+}
+
+fn replay(recording: &Path) -> Vec<Record<'static>> {
     let out = Command::new(kscope_binary().unwrap())
         .args(["replay", "--output", "json"])
         .arg(recording)
         .output()
         .expect("kscope replay");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect()
+    records_exactly(&String::from_utf8_lossy(&out.stdout), &format!("kscope replay {}", recording.display()))
 }
 
-fn read_expected(name: &str) -> Vec<Value> {
+fn read_expected(name: &str) -> Vec<Record<'static>> {
     let path = golden_dir().join(format!("{name}.expected.jsonl"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    text.lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect()
+    records_exactly(&text, &path.display().to_string())
 }
 
 #[test]
@@ -65,11 +86,8 @@ fn replays_give_the_expected_records() {
         let got = replay(&golden_dir().join(format!("{name}.rec")));
         let expected = read_expected(name);
         for (protocol, role, count) in *wanted {
-            let n = expected
-                .iter()
-                .filter(|r| r["type"] == "exchange" && r["protocol"] == *protocol && r["role"] == *role)
-                .count();
-            assert_eq!(n, *count, "{name}: {protocol} {role} exchanges in the expected records");
+            let n = exchanges(&expected).filter(|e| e.protocol() == *protocol && e.role == *role).count();
+            assert_eq!(n, *count, "{name}: {protocol} {role:?} exchanges in the expected records");
         }
         assert_eq!(got.len(), expected.len(), "{name}: number of records");
         for (i, (g, e)) in got.iter().zip(&expected).enumerate() {
@@ -113,7 +131,8 @@ fn record(name: &str, traffic: impl FnOnce() -> (Vec<u32>, Vec<&'static str>)) {
     }
     assert!(cmd.status().expect("kscope replay --save").success());
     let _ = std::fs::remove_file(&raw);
-    let lines: Vec<String> = replay(&rec).iter().map(Value::to_string).collect();
+    // Through `Value`, so the keys stay sorted as in the files checked in.
+    let lines: Vec<String> = replay(&rec).iter().map(|r| serde_json::to_value(r).unwrap().to_string()).collect();
     std::fs::write(golden_dir().join(format!("{name}.expected.jsonl")), lines.join("\n") + "\n").unwrap();
 }
 

@@ -15,10 +15,12 @@ use std::{
     time::{Duration, Instant},
 };
 
+use kscope_schema::{HookForm, ProbeRecord, SensorsRecord};
 use kscope_tests::{
     agent::{KscopeRun, kscope_binary, send_signal},
     checks::{ClientRun, Exchange, check_exchange, check_ledger, check_program_stats, check_refused},
     nginx::Nginx,
+    records::{execs, json, stats},
 };
 use serde_json::Value;
 
@@ -31,10 +33,10 @@ fn free_port() -> u16 {
 }
 
 /// The one nginx worker, which accepts the connections.
-fn worker_pid(nginx: &Nginx) -> u64 {
+fn worker_pid(nginx: &Nginx) -> u32 {
     let workers = nginx.worker_pids();
     assert_eq!(workers.len(), 1, "one nginx worker: {workers:?}");
-    workers[0]
+    u32::try_from(workers[0]).unwrap()
 }
 
 fn start_nginx() -> Nginx {
@@ -75,8 +77,8 @@ impl Drop for Cgroup {
 }
 
 struct CurlRun {
-    pid: u64,
-    exit_code: u64,
+    pid: u32,
+    exit_code: u8,
     wall_ns: u64,
     stdout: String,
 }
@@ -104,12 +106,12 @@ fn curl(cgroup: &Cgroup, args: &[&str]) -> CurlRun {
     }
     let started = Instant::now();
     let child = cmd.spawn().expect("curl");
-    let pid = u64::from(child.id());
+    let pid = child.id();
     let out = child.wait_with_output().expect("curl output");
     let wall_ns = started.elapsed().as_nanos() as u64;
     CurlRun {
         pid,
-        exit_code: out.status.code().map_or(255, |c| c as u64),
+        exit_code: out.status.code().and_then(|c| u8::try_from(c).ok()).unwrap_or(255),
         wall_ns,
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
     }
@@ -121,17 +123,8 @@ unsafe extern "C" {
     fn close(fd: i32) -> i32;
 }
 
-fn hook_forms(sensors: &Value) -> Vec<(String, String)> {
-    sensors["sensors"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|s| {
-                    (s["sensor"].as_str().unwrap_or("").to_owned(), s["chosen"].as_str().unwrap_or("none").to_owned())
-                })
-                .collect()
-        })
-        .unwrap_or_default()
+fn hook_forms<'a>(sensors: &'a SensorsRecord<'static>) -> Vec<(&'a str, Option<HookForm>)> {
+    sensors.sensors.iter().map(|s| (&*s.sensor, s.chosen)).collect()
 }
 
 #[test]
@@ -142,22 +135,16 @@ fn tracepoint_forms_report_nginx_and_curl_exactly() {
     let kscope = KscopeRun::start(&["--stats-interval", "1"]).expect("kscope starts");
     assert_eq!(
         hook_forms(kscope.sensors()),
-        vec![
-            ("process".to_owned(), "tracepoint".to_owned()),
-            ("tcp".to_owned(), "tracepoint".to_owned()),
-            ("socket_data".to_owned(), "tracepoint".to_owned()),
-            ("retransmit".to_owned(), "tracepoint".to_owned()),
-            ("drops".to_owned(), "tracepoint".to_owned())
-        ]
+        ["process", "tcp", "socket_data", "retransmit", "drops"].map(|s| (s, Some(HookForm::Tracepoint)))
     );
     // Tracepoint is the process and tcp sensors' first choice: nothing
     // better was rejected. Socket data prefers fentry and kprobe, which
     // this kernel lacks.
-    for sensor in kscope.sensors()["sensors"].as_array().unwrap() {
-        let rejected: Vec<&str> =
-            sensor["rejected"].as_array().unwrap().iter().map(|r| r["form"].as_str().unwrap()).collect();
-        let expected: &[&str] = if sensor["sensor"] == "socket_data" { &["fentry", "kprobe"] } else { &[] };
-        assert_eq!(rejected, expected, "{sensor}");
+    for sensor in &kscope.sensors().sensors {
+        let rejected: Vec<HookForm> = sensor.rejected.iter().map(|r| r.form).collect();
+        let expected: &[HookForm] =
+            if sensor.sensor == "socket_data" { &[HookForm::Fentry, HookForm::Kprobe] } else { &[] };
+        assert_eq!(rejected, expected, "{}", json(sensor));
     }
 
     let url = format!("http://127.0.0.1:{}/index.html", nginx.port);
@@ -196,7 +183,7 @@ fn tracepoint_forms_report_nginx_and_curl_exactly() {
     let exchange = |run: &CurlRun, addr: &str, sent: Option<u64>, received: Option<u64>| Exchange {
         client: ClientRun {
             pid: run.pid,
-            ppid: u64::from(std::process::id()),
+            ppid: std::process::id(),
             comm: "curl".into(),
             filename: "/usr/bin/curl".into(),
             exit_code: run.exit_code,
@@ -205,17 +192,17 @@ fn tracepoint_forms_report_nginx_and_curl_exactly() {
         },
         server_pid: worker_pid(&nginx),
         server_comm: "nginx".into(),
-        server_port: u64::from(nginx.port),
-        addr: addr.into(),
+        server_port: nginx.port,
+        addr: addr.parse().unwrap(),
         client_sent: sent,
         client_received: received,
-        hook_form: "tracepoint".into(),
+        hook_form: HookForm::Tracepoint,
     };
     let errors: Vec<String> = [
         check_exchange(records, &exchange(&ok, "127.0.0.1", Some(sizes[0]), Some(sizes[1] + sizes[2]))),
         check_exchange(records, &exchange(&missing, "127.0.0.1", None, None)),
         check_exchange(records, &exchange(&v6, "::1", Some(v6_sizes[0]), Some(v6_sizes[1] + v6_sizes[2]))),
-        check_refused(records, refused.pid, u64::from(closed_port), "curl", "tracepoint"),
+        check_refused(records, refused.pid, closed_port, "curl", HookForm::Tracepoint),
     ]
     .into_iter()
     .filter_map(Result::err)
@@ -223,11 +210,11 @@ fn tracepoint_forms_report_nginx_and_curl_exactly() {
     assert!(errors.is_empty(), "{}", errors.join("\n---\n"));
 
     // Periodic stats while running, and a summary whose counts add up.
-    assert!(records.iter().filter(|r| r["type"] == "stats").count() >= 1);
+    assert!(stats(records).count() >= 1);
     let summary = finished.summary().expect("a summary record at exit");
     check_ledger(summary).unwrap();
     check_program_stats(summary, &["process_exec_tp", "process_exit_tp", "tcp_state_tp", "tcp_accept4_tp"]).unwrap();
-    assert_eq!(summary["lost_events"], 0);
+    assert_eq!(summary.lost_events, 0);
 }
 
 /// Ids of the loaded BPF programs or maps (`kind` is "prog" or "map").
@@ -380,9 +367,10 @@ fn unmounted_tracefs_is_mounted_for_the_run() {
         .expect("unshare");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    let record: Value = serde_json::from_str(stdout.trim()).expect("probe JSON");
-    assert_eq!(record["sensors"][0]["chosen"], "tracepoint", "{record}");
-    assert_eq!(record["sensors"][1]["chosen"], "tracepoint", "{record}");
+    let record: ProbeRecord = serde_json::from_str(stdout.trim()).expect("a probe record");
+    let chosen = |i: usize| record.sensors.get(i).and_then(|s| s.chosen);
+    assert_eq!(chosen(0), Some(HookForm::Tracepoint), "{}", json(&record));
+    assert_eq!(chosen(1), Some(HookForm::Tracepoint), "{}", json(&record));
 }
 
 #[test]
@@ -401,19 +389,18 @@ fn a_stalled_reader_loses_events_and_says_how_many() {
     thread::sleep(Duration::from_millis(500));
     let finished = kscope.stop().expect("kscope stops");
     let summary = finished.summary().expect("summary");
-    let process = &summary["sensors"][0];
-    assert_eq!(process["sensor"], "process");
-    let refused = process["emit_failed"].as_u64().unwrap();
-    let emitted = process["emitted"].as_u64().unwrap();
-    assert!(refused > 0, "nothing was refused: {summary}");
-    assert!(emitted + refused >= 600, "300 execs and 300 exits: {summary}");
+    let process = summary.sensors.first().unwrap();
+    assert_eq!(process.sensor, "process");
+    let (refused, emitted) = (process.emit_failed, process.emitted);
+    assert!(refused > 0, "nothing was refused: {}", json(summary));
+    assert!(emitted + refused >= 600, "300 execs and 300 exits: {}", json(summary));
     // Every refusal the kernel's lost records have reported so far is one
     // the programs counted; the last may still be waiting for the next event
     // on its CPU, so the programs' count is the authority.
-    assert!(summary["lost_events"].as_u64().unwrap() <= refused, "{summary}");
+    assert!(summary.lost_events <= refused, "{}", json(summary));
     check_ledger(summary).unwrap();
     // The events that did get through are still whole.
-    let execs = finished.records.iter().filter(|r| r["type"] == "process.exec" && r["filename"] == "/bin/true").count();
+    let execs = execs(&finished.records).filter(|r| r.filename == "/bin/true").count();
     assert!(execs > 0 && execs < 300, "{execs} of 300 execs got through");
 }
 

@@ -6,43 +6,56 @@
 #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
 
 use std::{
-    net::IpAddr,
+    net::{IpAddr, Ipv4Addr},
     process::Command,
     sync::Mutex,
     thread,
     time::{Duration, Instant},
 };
 
+use kscope_schema::{
+    DnsDetail, ExchangeRecord, HookForm, Record,
+    Role::{self, Client, Server},
+    Transport,
+};
 use kscope_tests::{
-    agent::KscopeRun,
+    agent::{Finished, KscopeRun},
     checks::check_ledger,
     dns::{self, DigAnswer, Dnsmasq},
     grpc::{GrpcServer, grpc_client},
     nginx::{Nginx, NginxOptions},
+    records::{self, exchanges, grpc, http, json},
 };
-use serde_json::{Value, json};
 
 /// One kscope at a time: each run's records are its own.
 static KERNEL: Mutex<()> = Mutex::new(());
 
-fn exchanges(records: &[Value], pid: u64) -> Vec<&Value> {
-    records.iter().filter(|r| r["type"] == "exchange" && r["pid"] == pid).collect()
+const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+/// The exchanges process `pid` made or served.
+fn exchanges_of<'a>(records: &'a [Record<'static>], pid: u32) -> Vec<&'a ExchangeRecord<'static>> {
+    exchanges(records).filter(|e| e.origin.pid == pid).collect()
+}
+
+/// (request_bytes, response_bytes): both ends must agree on them.
+fn sizes(e: &ExchangeRecord) -> (u64, u64) {
+    (e.request_bytes, e.response_bytes)
 }
 
 /// What curl said about one transfer (`-w`).
 #[derive(Debug)]
 struct Transfer {
-    status: u64,
+    status: u32,
     request_bytes: u64,
     response_bytes: u64,
-    local_port: u64,
+    local_port: u16,
 }
 
 const CURL_FORMAT: &str = "%{http_code} %{size_request} %{size_header} %{size_download} %{local_port}\n";
 
 /// Runs curl on `urls` (one connection, kept alive) and returns its pid,
 /// each transfer's figures and the wall time.
-fn curl(args: &[&str], urls: &[String]) -> (u64, Vec<Transfer>, u64) {
+fn curl(args: &[&str], urls: &[String]) -> (u32, Vec<Transfer>, u64) {
     let mut cmd = Command::new("curl");
     cmd.args(["-s", "-w", CURL_FORMAT]).args(args);
     for url in urls {
@@ -50,7 +63,7 @@ fn curl(args: &[&str], urls: &[String]) -> (u64, Vec<Transfer>, u64) {
     }
     let started = Instant::now();
     let child = cmd.stdout(std::process::Stdio::piped()).spawn().expect("curl");
-    let pid = u64::from(child.id());
+    let pid = child.id();
     let out = child.wait_with_output().expect("curl runs");
     let wall = started.elapsed().as_nanos() as u64;
     let text = String::from_utf8_lossy(&out.stdout);
@@ -58,52 +71,73 @@ fn curl(args: &[&str], urls: &[String]) -> (u64, Vec<Transfer>, u64) {
         .lines()
         .map(|l| {
             let f: Vec<u64> = l.split(' ').map(|x| x.parse().expect("number")).collect();
-            Transfer { status: f[0], request_bytes: f[1], response_bytes: f[2] + f[3], local_port: f[4] }
+            let (status, local_port) = (u32::try_from(f[0]).unwrap(), u16::try_from(f[4]).unwrap());
+            Transfer { status, request_bytes: f[1], response_bytes: f[2] + f[3], local_port }
         })
         .collect();
     (pid, transfers, wall)
 }
 
-/// The fields of an exchange record that do not depend on timing.
-fn fields(record: &Value, keys: &[&str]) -> Value {
-    Value::Object(keys.iter().map(|k| ((*k).to_owned(), record[*k].clone())).collect())
-}
-
-fn worker_pid(nginx: &Nginx) -> u64 {
+fn worker_pid(nginx: &Nginx) -> u32 {
     let workers = nginx.worker_pids();
     assert_eq!(workers.len(), 1, "one nginx worker: {workers:?}");
-    workers[0]
+    u32::try_from(workers[0]).unwrap()
 }
 
-fn stop(kscope: KscopeRun) -> Vec<Value> {
+fn stop(kscope: KscopeRun) -> Finished {
     // Past the reorder window, so the last exchanges are out.
     thread::sleep(Duration::from_millis(500));
     let finished = kscope.stop().expect("kscope stops");
     assert_eq!(finished.exit_code, Some(0), "stderr: {}", finished.stderr);
-    let summary = finished.summary().expect("summary").clone();
-    check_ledger(&summary).unwrap();
-    assert_eq!(summary["lost_events"], 0, "{summary}");
-    finished.records
+    let summary = finished.summary().expect("summary");
+    check_ledger(summary).unwrap();
+    assert_eq!(summary.lost_events, 0, "{}", json(summary));
+    finished
 }
 
-const HTTP_KEYS: &[&str] = &[
-    "protocol",
-    "role",
-    "method",
-    "target",
-    "status",
-    "request_bytes",
-    "response_bytes",
-    "comm",
-    "transport",
-    "local_port",
-    "peer_addr",
-    "peer_port",
-    "http_version",
-    "host",
-    "partial",
-    "hook_form",
-];
+/// The fields of an HTTP/1.1 exchange record that do not depend on timing.
+#[derive(Debug, PartialEq)]
+struct Http1Fields<'a> {
+    protocol: &'a str,
+    role: Role,
+    method: Option<&'a str>,
+    target: &'a str,
+    status: Option<u32>,
+    request_bytes: u64,
+    response_bytes: u64,
+    comm: &'a str,
+    transport: Transport,
+    local_port: u16,
+    peer_addr: IpAddr,
+    peer_port: u16,
+    http_version: Option<&'a str>,
+    host: Option<&'a str>,
+    partial: Option<&'a str>,
+    hook_form: HookForm,
+}
+
+impl<'a> Http1Fields<'a> {
+    fn of(e: &'a ExchangeRecord<'static>) -> Self {
+        Self {
+            protocol: e.protocol(),
+            role: e.role,
+            method: e.method.as_deref(),
+            target: &e.target,
+            status: e.status,
+            request_bytes: e.request_bytes,
+            response_bytes: e.response_bytes,
+            comm: &e.origin.comm,
+            transport: e.transport,
+            local_port: e.local_port,
+            peer_addr: e.peer_addr,
+            peer_port: e.peer_port,
+            http_version: http(e).map(|h| &*h.http_version),
+            host: http(e).and_then(|h| h.host.as_deref()),
+            partial: e.partial.as_deref(),
+            hook_form: e.origin.hook_form,
+        }
+    }
+}
 
 #[test]
 fn http1_keep_alive_exchanges_of_nginx_and_curl() {
@@ -116,60 +150,73 @@ fn http1_keep_alive_exchanges_of_nginx_and_curl() {
     let urls: Vec<String> = paths.iter().map(|p| format!("{base}{p}")).collect();
     let (pid, transfers, wall) = curl(&["-H", "Authorization: Bearer s3cr3t-t0ken"], &urls);
     assert_eq!(transfers.iter().map(|t| t.status).collect::<Vec<_>>(), vec![200, 404, 500, 201]);
-    let records = stop(kscope);
+    let run = stop(kscope);
+    let records = &run.records;
 
-    let port = u64::from(nginx.port);
+    let port = nginx.port;
     let host = format!("127.0.0.1:{port}");
     let targets = ["/index.html", "/missing", "/fail", "/created"];
-    let expected = |role: &str, comm: &str, t: &Transfer, target: &str| {
-        let (local_port, peer_port) = if role == "client" { (t.local_port, port) } else { (port, t.local_port) };
-        json!({
-            "protocol": "http1", "role": role, "method": "GET", "target": target, "status": t.status,
-            "request_bytes": t.request_bytes, "response_bytes": t.response_bytes, "comm": comm,
-            "transport": "tcp", "local_port": local_port, "peer_addr": "127.0.0.1", "peer_port": peer_port,
-            "http_version": "1.1", "host": host, "partial": null, "hook_form": "tracepoint",
-        })
+    let expected = |role: Role, comm: &'static str, t: &Transfer, target: &'static str| {
+        let (local_port, peer_port) = if role == Client { (t.local_port, port) } else { (port, t.local_port) };
+        Http1Fields {
+            protocol: "http1",
+            role,
+            method: Some("GET"),
+            target,
+            status: Some(t.status),
+            request_bytes: t.request_bytes,
+            response_bytes: t.response_bytes,
+            comm,
+            transport: Transport::Tcp,
+            local_port,
+            peer_addr: LOOPBACK,
+            peer_port,
+            http_version: Some("1.1"),
+            host: Some(&host),
+            partial: None,
+            hook_form: HookForm::Tracepoint,
+        }
     };
-    for (role, who, comm) in [("client", pid, "curl"), ("server", worker_pid(&nginx), "nginx")] {
-        let got = exchanges(&records, who);
-        let got_fields: Vec<Value> = got.iter().map(|r| fields(r, HTTP_KEYS)).collect();
-        let want: Vec<Value> =
+    for (role, who, comm) in [(Client, pid, "curl"), (Server, worker_pid(&nginx), "nginx")] {
+        let got = exchanges_of(records, who);
+        let got_fields: Vec<Http1Fields> = got.iter().map(|e| Http1Fields::of(e)).collect();
+        let want: Vec<Http1Fields> =
             transfers.iter().zip(targets).map(|(t, target)| expected(role, comm, t, target)).collect();
-        assert_eq!(got_fields, want, "{role} exchanges");
+        assert_eq!(got_fields, want, "{role:?} exchanges");
         // Keep-alive: requests curl sent from one local port share one
         // connection (nginx may close after an error response, and curl
         // then opens another; its `local_port` above says which). The
         // converse does not hold: the kernel may hand the next connection
         // the memory of the sock just freed, and so the same id.
         for (a, b) in got.iter().zip(got.iter().skip(1)) {
-            if a["local_port"] == b["local_port"] && a["peer_port"] == b["peer_port"] {
-                assert_eq!(a["sock_id"], b["sock_id"], "{a}\n{b}");
+            if a.local_port == b.local_port && a.peer_port == b.peer_port {
+                assert_eq!(a.sock_id, b.sock_id, "{}\n{}", json(a), json(b));
             }
         }
         for r in &got {
-            let d = r["duration_ns"].as_u64().unwrap();
-            assert!(d > 0 && d < wall, "{role} duration {d} outside (0, {wall}): {r}");
+            let d = r.duration_ns;
+            assert!(d > 0 && d < wall, "{role:?} duration {d} outside (0, {wall}): {}", json(r));
         }
     }
-    // Query strings and header values stay home.
-    let text = records.iter().map(Value::to_string).collect::<String>();
+    // Query strings and header values stay home: in no field of any line.
+    let text = &run.stdout;
     assert!(!text.contains("hush") && !text.contains("s3cr3t"), "a secret was printed");
 }
 
 /// Runs nghttp on `urls`, multiplexed on one connection; returns its pid
 /// and, per stream as nghttp reported it, (stream id, status, path).
-fn nghttp(urls: &[String]) -> (u64, Vec<(u64, u64, String)>) {
+fn nghttp(urls: &[String]) -> (u32, Vec<(u32, u32, String)>) {
     let child = Command::new("nghttp")
         .arg("-ns")
         .args(urls)
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("nghttp (Debian's nghttp2-client)");
-    let pid = u64::from(child.id());
+    let pid = child.id();
     let out = child.wait_with_output().expect("nghttp runs");
     assert!(out.status.success(), "nghttp failed");
     // The `-s` table: "id responseEnd requestStart process code size path".
-    let mut streams: Vec<(u64, u64, String)> = String::from_utf8_lossy(&out.stdout)
+    let mut streams: Vec<(u32, u32, String)> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
@@ -181,49 +228,90 @@ fn nghttp(urls: &[String]) -> (u64, Vec<(u64, u64, String)>) {
     (pid, streams)
 }
 
+/// The fields of an HTTP/2 exchange record the clients can vouch for.
+#[derive(Debug, PartialEq)]
+struct Http2Fields<'a> {
+    protocol: &'a str,
+    role: Role,
+    method: Option<&'a str>,
+    target: &'a str,
+    status: Option<u32>,
+    http_version: Option<&'a str>,
+    host: Option<&'a str>,
+    stream_id: Option<u32>,
+    partial: Option<&'a str>,
+}
+
+impl<'a> Http2Fields<'a> {
+    fn of(e: &'a ExchangeRecord<'static>) -> Self {
+        Self {
+            protocol: e.protocol(),
+            role: e.role,
+            method: e.method.as_deref(),
+            target: &e.target,
+            status: e.status,
+            http_version: http(e).map(|h| &*h.http_version),
+            host: http(e).and_then(|h| h.host.as_deref()),
+            stream_id: http(e).and_then(|h| h.stream_id),
+            partial: e.partial.as_deref(),
+        }
+    }
+
+    /// What one end must have seen of `streams`: (stream id, status, path).
+    fn wanted(role: Role, host: &'a str, streams: &'a [(u32, u32, String)]) -> Vec<Self> {
+        streams
+            .iter()
+            .map(|(stream, status, target)| Self {
+                protocol: "http2",
+                role,
+                method: Some("GET"),
+                target,
+                status: Some(*status),
+                http_version: Some("2"),
+                host: Some(host),
+                stream_id: Some(*stream),
+                partial: None,
+            })
+            .collect()
+    }
+}
+
 #[test]
 fn http2_streams_of_nginx_with_curl_and_nghttp() {
     let _kernel = KERNEL.lock().unwrap_or_else(|e| e.into_inner());
     let options = NginxOptions { status_locations: true, h2c: true, sendfile: false };
     let nginx = Nginx::start_with(&std::env::temp_dir(), "hello over h2c\n", options).unwrap();
-    let port = u64::from(nginx.h2c_port.unwrap());
+    let port = nginx.h2c_port.unwrap();
     let kscope = KscopeRun::start(&[]).expect("kscope starts");
     let url = |p: &str| format!("http://127.0.0.1:{port}{p}");
     let (curl_pid, transfers, _) = curl(&["--http2-prior-knowledge"], &[url("/index.html")]);
     assert_eq!(transfers[0].status, 200);
     let (nghttp_pid, streams) = nghttp(&[url("/index.html"), url("/missing"), url("/fail")]);
     assert_eq!(streams.iter().map(|s| s.1).collect::<Vec<_>>(), vec![200, 404, 500], "{streams:?}");
-    let records = stop(kscope);
+    let run = stop(kscope);
+    let records = &run.records;
 
-    let keys = ["protocol", "role", "method", "target", "status", "http_version", "host", "stream_id", "partial"];
     let host = format!("127.0.0.1:{port}");
-    let want = |role: &str, streams: &[(u64, u64, String)]| -> Vec<Value> {
-        streams
-            .iter()
-            .map(|(stream, status, target)| {
-                json!({"protocol": "http2", "role": role, "method": "GET", "target": target, "status": status,
-                       "http_version": "2", "host": host, "stream_id": stream, "partial": null})
-            })
-            .collect()
-    };
+    let want = |role, streams| Http2Fields::wanted(role, &host, streams);
     let curl_streams = vec![(1, 200, "/index.html".to_owned())];
-    let client_curl = exchanges(&records, curl_pid);
-    let client_nghttp = exchanges(&records, nghttp_pid);
-    let server = exchanges(&records, worker_pid(&nginx));
-    let project = |got: &[&Value]| got.iter().map(|r| fields(r, &keys)).collect::<Vec<_>>();
-    assert_eq!(project(&client_curl), want("client", &curl_streams), "curl's exchanges");
-    assert_eq!(project(&client_nghttp), want("client", &streams), "nghttp's exchanges");
-    let mut server_want = want("server", &curl_streams);
-    server_want.extend(want("server", &streams));
+    let client_curl = exchanges_of(records, curl_pid);
+    let client_nghttp = exchanges_of(records, nghttp_pid);
+    let server = exchanges_of(records, worker_pid(&nginx));
+    fn project<'a>(got: &[&'a ExchangeRecord<'static>]) -> Vec<Http2Fields<'a>> {
+        got.iter().map(|e| Http2Fields::of(e)).collect()
+    }
+    assert_eq!(project(&client_curl), want(Client, &curl_streams), "curl's exchanges");
+    assert_eq!(project(&client_nghttp), want(Client, &streams), "nghttp's exchanges");
+    let mut server_want = want(Server, &curl_streams);
+    server_want.extend(want(Server, &streams));
     assert_eq!(project(&server), server_want, "nginx's exchanges");
     // Both ends saw the same frames of each stream.
-    let clients: Vec<&Value> = client_curl.iter().chain(&client_nghttp).copied().collect();
+    let clients: Vec<&ExchangeRecord> = client_curl.iter().chain(&client_nghttp).copied().collect();
     for (c, s) in clients.iter().zip(&server) {
-        let sizes = ["request_bytes", "response_bytes"];
-        assert_eq!(fields(c, &sizes), fields(s, &sizes), "{c} / {s}");
+        assert_eq!(sizes(c), sizes(s), "{} / {}", json(c), json(s));
     }
     // A 200's DATA frame carries the body, after two frame headers at least.
-    assert!(client_curl[0]["response_bytes"].as_u64().unwrap() >= 9 + 9 + "hello over h2c\n".len() as u64);
+    assert!(client_curl[0].response_bytes >= 9 + 9 + "hello over h2c\n".len() as u64);
 }
 
 #[test]
@@ -238,71 +326,135 @@ fn grpc_unary_streaming_and_failing_calls_of_grpcio() {
     let codes: Vec<(&str, usize)> = run.calls.iter().map(|c| (c.code.as_str(), c.messages.len())).collect();
     assert_eq!(codes, vec![("OK", 1), ("OK", 3), ("NOT_FOUND", 0)]);
     assert_eq!(run.calls[2].details.as_deref(), Some("no such thing"));
-    let records = stop(kscope);
+    let finished = stop(kscope);
+    let records = &finished.records;
 
-    let keys = [
-        "protocol",
-        "role",
-        "method",
-        "target",
-        "status",
-        "grpc_service",
-        "grpc_method",
-        "grpc_message",
-        "traceparent",
-        "stream_id",
-        "request_messages",
-        "response_messages",
-        "partial",
-        "peer_addr",
-        "transport",
-    ];
-    let want = |role: &str| -> Vec<Value> {
-        [("Say", 0, Value::Null, 1, 1), ("Count", 0, Value::Null, 3, 3), ("Fail", 5, json!("no such thing"), 5, 0)]
-            .iter()
-            .map(|(method, status, message, stream, responses)| {
-                json!({"protocol": "grpc", "role": role, "method": "POST", "target": format!("kscope.test.Echo/{method}"),
-                       "status": status, "grpc_service": "kscope.test.Echo", "grpc_method": method,
-                       "grpc_message": message, "traceparent": traceparent, "stream_id": stream,
-                       "request_messages": 1, "response_messages": responses, "partial": null,
-                       "peer_addr": "127.0.0.1", "transport": "tcp"})
+    let targets = ["Say", "Count", "Fail"].map(|method| format!("kscope.test.Echo/{method}"));
+    let want = |role| -> Vec<GrpcFields> {
+        [("Say", 0, None, 1, 1), ("Count", 0, None, 3, 3), ("Fail", 5, Some("no such thing"), 5, 0)]
+            .into_iter()
+            .zip(&targets)
+            .map(|((method, status, message, stream, responses), target)| GrpcFields {
+                protocol: "grpc",
+                role,
+                method: Some("POST"),
+                target,
+                status: Some(status),
+                grpc_service: Some("kscope.test.Echo"),
+                grpc_method: Some(method),
+                grpc_message: message,
+                traceparent: Some(traceparent),
+                stream_id: Some(stream),
+                request_messages: Some(1),
+                response_messages: Some(responses),
+                partial: None,
+                peer_addr: LOOPBACK,
+                transport: Transport::Tcp,
             })
             .collect()
     };
-    for (role, pid) in [("client", u64::from(run.pid)), ("server", u64::from(server.pid()))] {
-        let got: Vec<Value> = exchanges(&records, pid).iter().map(|r| fields(r, &keys)).collect();
-        assert_eq!(got, want(role), "{role} exchanges");
+    for (role, pid) in [(Client, run.pid), (Server, server.pid())] {
+        let got: Vec<GrpcFields> = exchanges_of(records, pid).into_iter().map(GrpcFields::of).collect();
+        assert_eq!(got, want(role), "{role:?} exchanges");
     }
-    let client = exchanges(&records, u64::from(run.pid));
-    let server_side = exchanges(&records, u64::from(server.pid()));
+    let client = exchanges_of(records, run.pid);
+    let server_side = exchanges_of(records, server.pid());
     for (c, s) in client.iter().zip(&server_side) {
-        let sizes = ["request_bytes", "response_bytes"];
-        assert_eq!(fields(c, &sizes), fields(s, &sizes), "{c} / {s}");
-        assert_eq!(c["local_port"], s["peer_port"]);
-        assert_eq!(s["local_port"], u64::from(server.port));
+        assert_eq!(sizes(c), sizes(s), "{} / {}", json(c), json(s));
+        assert_eq!(c.local_port, s.peer_port);
+        assert_eq!(s.local_port, server.port);
     }
 }
 
-const DNS_KEYS: &[&str] = &[
-    "protocol",
-    "role",
-    "target",
-    "status",
-    "dns_type",
-    "dns_rcode",
-    "dns_answer_count",
-    "dns_addresses",
-    "dns_id",
-    "transport",
-    "partial",
-];
+/// The fields of a gRPC exchange record that do not depend on timing or on
+/// the connection's ports.
+#[derive(Debug, PartialEq)]
+struct GrpcFields<'a> {
+    protocol: &'a str,
+    role: Role,
+    method: Option<&'a str>,
+    target: &'a str,
+    status: Option<u32>,
+    grpc_service: Option<&'a str>,
+    grpc_method: Option<&'a str>,
+    grpc_message: Option<&'a str>,
+    traceparent: Option<&'a str>,
+    stream_id: Option<u32>,
+    request_messages: Option<u32>,
+    response_messages: Option<u32>,
+    partial: Option<&'a str>,
+    peer_addr: IpAddr,
+    transport: Transport,
+}
 
-fn dns_record(role: &str, answer: &DigAnswer, name: &str, qtype: &str, transport: &str) -> Value {
-    let rcode = answer.rcode.clone().unwrap();
-    json!({"protocol": "dns", "role": role, "target": name, "status": if rcode == "NOERROR" { 0 } else { 3 },
-           "dns_type": qtype, "dns_rcode": rcode, "dns_answer_count": answer.records.len(),
-           "dns_addresses": answer.addresses(), "dns_id": answer.id.unwrap(), "transport": transport,
-           "partial": null})
+impl<'a> GrpcFields<'a> {
+    fn of(e: &'a ExchangeRecord<'static>) -> Self {
+        let g = grpc(e);
+        Self {
+            protocol: e.protocol(),
+            role: e.role,
+            method: e.method.as_deref(),
+            target: &e.target,
+            status: e.status,
+            grpc_service: g.map(|g| &*g.grpc_service),
+            grpc_method: g.map(|g| &*g.grpc_method),
+            grpc_message: g.and_then(|g| g.grpc_message.as_deref()),
+            traceparent: g.and_then(|g| g.traceparent.as_deref()),
+            stream_id: g.map(|g| g.stream_id),
+            request_messages: g.map(|g| g.request_messages),
+            response_messages: g.map(|g| g.response_messages),
+            partial: e.partial.as_deref(),
+            peer_addr: e.peer_addr,
+            transport: e.transport,
+        }
+    }
+}
+
+/// The fields of a DNS exchange record that do not depend on timing or on
+/// the connection's ports.
+#[derive(Debug, PartialEq)]
+struct DnsFields<'a> {
+    protocol: &'a str,
+    role: Role,
+    target: &'a str,
+    status: Option<u32>,
+    dns: Option<DnsDetail<'a>>,
+    transport: Transport,
+    partial: Option<&'a str>,
+}
+
+impl<'a> DnsFields<'a> {
+    fn of(e: &'a ExchangeRecord<'static>) -> Self {
+        Self {
+            protocol: e.protocol(),
+            role: e.role,
+            target: &e.target,
+            status: e.status,
+            dns: records::dns(e).cloned(),
+            transport: e.transport,
+            partial: e.partial.as_deref(),
+        }
+    }
+
+    /// What one end must have seen of a query dig made and reported.
+    fn wanted(role: Role, answer: &'a DigAnswer, name: &'a str, qtype: &'a str, transport: Transport) -> Self {
+        let rcode = answer.rcode.as_deref().unwrap();
+        Self {
+            protocol: "dns",
+            role,
+            target: name,
+            status: Some(if rcode == "NOERROR" { 0 } else { 3 }),
+            dns: Some(DnsDetail {
+                dns_id: answer.id.unwrap(),
+                dns_type: qtype.into(),
+                dns_rcode: Some(rcode.into()),
+                dns_answer_count: u16::try_from(answer.records.len()).unwrap(),
+                dns_addresses: answer.addresses().into(),
+            }),
+            transport,
+            partial: None,
+        }
+    }
 }
 
 #[test]
@@ -316,31 +468,31 @@ fn dns_queries_of_dig_and_answers_of_dnsmasq_over_udp_and_tcp() {
     assert_eq!(answers[0].addresses(), [IpAddr::V4(dns::WWW_V4)]);
     assert_eq!(answers[1].addresses(), [IpAddr::V6(dns::API_V6)]);
     assert_eq!(answers[2].rcode.as_deref(), Some("NXDOMAIN"));
-    let records = stop(kscope);
+    let finished = stop(kscope);
+    let records = &finished.records;
 
     // dnsmasq forks a child per TCP connection: the server side is every
     // dnsmasq process.
-    let server_got: Vec<&Value> =
-        records.iter().filter(|r| r["type"] == "exchange" && r["comm"] == "dnsmasq").collect();
-    assert_eq!(server_got[0]["pid"], u64::from(server.pid()));
+    let server_got: Vec<&ExchangeRecord> = exchanges(records).filter(|e| e.origin.comm == "dnsmasq").collect();
+    assert_eq!(server_got[0].origin.pid, server.pid());
     let mut server_want = Vec::new();
     for ((name, qtype, tcp), answer) in queries.iter().zip(&answers) {
-        let transport = if *tcp { "tcp" } else { "udp" };
-        let got: Vec<Value> = exchanges(&records, u64::from(answer.pid)).iter().map(|r| fields(r, DNS_KEYS)).collect();
-        assert_eq!(got, vec![dns_record("client", answer, name, qtype, transport)], "dig {name} {qtype}");
-        let client = exchanges(&records, u64::from(answer.pid))[0];
-        assert_eq!((&client["peer_addr"], &client["peer_port"]), (&json!("127.0.0.1"), &json!(server.port)));
-        server_want.push(dns_record("server", answer, name, qtype, transport));
+        let transport = if *tcp { Transport::Tcp } else { Transport::Udp };
+        let got: Vec<DnsFields> = exchanges_of(records, answer.pid).into_iter().map(DnsFields::of).collect();
+        assert_eq!(got, vec![DnsFields::wanted(Client, answer, name, qtype, transport)], "dig {name} {qtype}");
+        let client = exchanges_of(records, answer.pid)[0];
+        assert_eq!((client.peer_addr, client.peer_port), (LOOPBACK, server.port));
+        server_want.push(DnsFields::wanted(Server, answer, name, qtype, transport));
     }
-    let server_fields: Vec<Value> = server_got.iter().map(|r| fields(r, DNS_KEYS)).collect();
+    let server_fields: Vec<DnsFields> = server_got.iter().map(|e| DnsFields::of(e)).collect();
     assert_eq!(server_fields, server_want, "dnsmasq's exchanges");
     // dnsmasq answers on one unconnected UDP socket: each exchange names
     // its own client, the dig process's port.
     for (record, answer) in server_got.iter().zip(&answers) {
-        let client = exchanges(&records, u64::from(answer.pid))[0];
-        assert_eq!(record["peer_port"], client["local_port"], "{record}");
-        assert_eq!(record["request_bytes"], client["request_bytes"]);
-        assert_eq!(record["response_bytes"], client["response_bytes"]);
+        let client = exchanges_of(records, answer.pid)[0];
+        assert_eq!(record.peer_port, client.local_port, "{}", json(record));
+        assert_eq!(record.request_bytes, client.request_bytes);
+        assert_eq!(record.response_bytes, client.response_bytes);
     }
 }
 
@@ -353,28 +505,60 @@ fn glibc_a_and_aaaa_sent_together_are_paired() {
     let mut addresses = resolved.addresses.clone();
     addresses.sort();
     assert_eq!(addresses, [IpAddr::V4(dns::WWW_V4), IpAddr::V6(dns::WWW_V6)]);
-    let records = stop(kscope);
+    let finished = stop(kscope);
+    let records = &finished.records;
 
-    let keys = ["protocol", "role", "target", "status", "dns_type", "dns_rcode", "dns_addresses", "transport"];
-    let want = |role: &str| -> Vec<Value> {
-        [("A", json!([dns::WWW_V4])), ("AAAA", json!([dns::WWW_V6]))]
-            .iter()
-            .map(|(qtype, addresses)| {
-                json!({"protocol": "dns", "role": role, "target": dns::WWW, "status": 0, "dns_type": qtype,
-                       "dns_rcode": "NOERROR", "dns_addresses": addresses, "transport": "udp"})
+    /// The fields of the A and AAAA exchanges that glibc's resolver can
+    /// vouch for.
+    #[derive(Debug, PartialEq)]
+    struct Fields<'a> {
+        protocol: &'a str,
+        role: Role,
+        target: &'a str,
+        status: Option<u32>,
+        dns_type: Option<&'a str>,
+        dns_rcode: Option<&'a str>,
+        dns_addresses: Option<&'a [IpAddr]>,
+        transport: Transport,
+    }
+    let (a, aaaa) = ([IpAddr::V4(dns::WWW_V4)], [IpAddr::V6(dns::WWW_V6)]);
+    let want = |role| -> Vec<Fields> {
+        [("A", &a[..]), ("AAAA", &aaaa[..])]
+            .map(|(qtype, addresses)| Fields {
+                protocol: "dns",
+                role,
+                target: dns::WWW,
+                status: Some(0),
+                dns_type: Some(qtype),
+                dns_rcode: Some("NOERROR"),
+                dns_addresses: Some(addresses),
+                transport: Transport::Udp,
             })
-            .collect()
+            .into()
     };
-    let sorted = |mut v: Vec<Value>| {
-        v.sort_by_key(|r| r["dns_type"].as_str().unwrap_or("").to_owned());
-        v
-    };
-    for (role, pid) in [("client", u64::from(resolved.pid)), ("server", u64::from(server.pid()))] {
-        let got: Vec<Value> = exchanges(&records, pid).iter().map(|r| fields(r, &keys)).collect();
-        assert_eq!(sorted(got), want(role), "{role} exchanges");
+    for (role, pid) in [(Client, resolved.pid), (Server, server.pid())] {
+        let mut got: Vec<Fields> = exchanges_of(records, pid)
+            .into_iter()
+            .map(|e| {
+                let d = records::dns(e);
+                Fields {
+                    protocol: e.protocol(),
+                    role: e.role,
+                    target: &e.target,
+                    status: e.status,
+                    dns_type: d.map(|d| &*d.dns_type),
+                    dns_rcode: d.and_then(|d| d.dns_rcode.as_deref()),
+                    dns_addresses: d.map(|d| &*d.dns_addresses),
+                    transport: e.transport,
+                }
+            })
+            .collect();
+        got.sort_by_key(|f| f.dns_type.unwrap_or("").to_owned());
+        assert_eq!(got, want(role), "{role:?} exchanges");
     }
     // Both queries left in one sendmmsg: the client's data events say so.
-    let ids: Vec<&Value> = exchanges(&records, u64::from(resolved.pid)).iter().map(|r| &r["dns_id"]).collect();
+    let ids: Vec<Option<u16>> =
+        exchanges_of(records, resolved.pid).iter().map(|e| records::dns(e).map(|d| d.dns_id)).collect();
     assert_ne!(ids[0], ids[1]);
 }
 
@@ -400,25 +584,54 @@ fn a_connection_older_than_kscope_is_picked_up() {
         .spawn()
         .expect("python3");
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let local_port: u64 = lines.next().unwrap().unwrap().parse().unwrap();
+    let local_port: u16 = lines.next().unwrap().unwrap().parse().unwrap();
     let kscope = KscopeRun::start(&[]).expect("kscope starts");
     writeln!(child.stdin.take().unwrap()).unwrap();
     let received: u64 = lines.next().unwrap().unwrap().parse().unwrap();
     assert!(child.wait().unwrap().success());
-    let records = stop(kscope);
+    let finished = stop(kscope);
+    let records = &finished.records;
 
-    let keys = ["protocol", "role", "method", "target", "status", "host", "local_port", "peer_port", "response_bytes"];
-    let client = exchanges(&records, u64::from(child.id()));
-    let client: Vec<Value> = client.iter().map(|r| fields(r, &keys)).collect();
-    assert_eq!(
-        client,
-        vec![json!({"protocol": "http1", "role": "client", "method": "GET", "target": "/index.html", "status": 200,
-                    "host": "old", "local_port": local_port, "peer_port": nginx.port, "response_bytes": received})]
-    );
-    let server: Vec<Value> = exchanges(&records, worker_pid(&nginx)).iter().map(|r| fields(r, &keys)).collect();
-    assert_eq!(
-        server,
-        vec![json!({"protocol": "http1", "role": "server", "method": "GET", "target": "/index.html", "status": 200,
-                    "host": "old", "local_port": nginx.port, "peer_port": local_port, "response_bytes": received})]
-    );
+    /// The fields of the one exchange the client knows.
+    #[derive(Debug, PartialEq)]
+    struct Fields<'a> {
+        protocol: &'a str,
+        role: Role,
+        method: Option<&'a str>,
+        target: &'a str,
+        status: Option<u32>,
+        host: Option<&'a str>,
+        local_port: u16,
+        peer_port: u16,
+        response_bytes: u64,
+    }
+    let fields = |pid| -> Vec<Fields> {
+        exchanges_of(records, pid)
+            .into_iter()
+            .map(|e| Fields {
+                protocol: e.protocol(),
+                role: e.role,
+                method: e.method.as_deref(),
+                target: &e.target,
+                status: e.status,
+                host: http(e).and_then(|h| h.host.as_deref()),
+                local_port: e.local_port,
+                peer_port: e.peer_port,
+                response_bytes: e.response_bytes,
+            })
+            .collect()
+    };
+    let want = |role, local_port, peer_port| Fields {
+        protocol: "http1",
+        role,
+        method: Some("GET"),
+        target: "/index.html",
+        status: Some(200),
+        host: Some("old"),
+        local_port,
+        peer_port,
+        response_bytes: received,
+    };
+    assert_eq!(fields(child.id()), vec![want(Client, local_port, nginx.port)]);
+    assert_eq!(fields(worker_pid(&nginx)), vec![want(Server, nginx.port, local_port)]);
 }

@@ -18,12 +18,13 @@ use std::{
     time::Duration,
 };
 
+use kscope_schema::{HookForm, Record, RetransmitRecord, Role};
 use kscope_tests::{
     agent::{KscopeRun, scrape_metrics},
     checks::check_ledger,
     netns::VethPair,
+    records::{drops, exchanges, json, retransmits},
 };
-use serde_json::Value;
 
 const DATA_PORT: u16 = 9099;
 const CLOSED_TCP_PORT: u16 = 9098;
@@ -90,17 +91,13 @@ fn function(frame: &str) -> &str {
     frame.split(['+', ' ']).next().unwrap_or(frame)
 }
 
-fn of_type<'a>(records: &'a [Value], kind: &'a str) -> impl Iterator<Item = &'a Value> + 'a {
-    records.iter().filter(move |r| r["type"] == kind)
-}
-
 /// Sum of the drop records' counts for (reason, function) of IPv4 packets
 /// in network namespace `netns`.
-fn dropped(records: &[Value], reason: &str, function: &str, netns: u64) -> u64 {
-    of_type(records, "drop")
-        .filter(|r| r["reason"] == reason && r["function"] == function && r["protocol"] == "ipv4")
-        .filter(|r| r["netns"] == netns)
-        .filter_map(|r| r["count"].as_u64())
+fn dropped(records: &[Record<'static>], reason: &str, function: &str, netns: u64) -> u64 {
+    drops(records)
+        .filter(|r| &*r.reason == reason && r.function == function && r.protocol == "ipv4")
+        .filter(|r| u64::from(r.netns) == netns)
+        .map(|r| r.count)
         .sum()
 }
 
@@ -135,11 +132,11 @@ fn retransmits_and_drops_between_namespaces() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let client_pid = u64::from(client.id());
+    let client_pid = client.id();
     let mut client_out = BufReader::new(client.stdout.take().unwrap());
     line.clear();
     client_out.read_line(&mut line).unwrap();
-    let client_port: u64 = line.trim().parse().unwrap();
+    let client_port: u16 = line.trim().parse().unwrap();
 
     // The connection is up; now its data is lost until the rule goes.
     pair.drop_tcp_to(DATA_PORT).unwrap();
@@ -171,37 +168,38 @@ fn retransmits_and_drops_between_namespaces() {
 
     // Retransmits: the client's connection, named by its owner, with the
     // stack of the timer that sent the data again.
-    let retransmits: Vec<&Value> = of_type(records, "tcp.retransmit")
-        .filter(|r| r["local_port"] == client_port && r["remote_port"] == u64::from(DATA_PORT))
-        .collect();
+    let retransmits: Vec<&RetransmitRecord> =
+        retransmits(records).filter(|r| r.local_port == client_port && r.remote_port == DATA_PORT).collect();
     assert!(!retransmits.is_empty(), "no retransmit of port {client_port}: {records:?}");
     assert!(nft_dropped >= 2, "the rule dropped the data and at least one retransmit: {nft_dropped}");
     let mut timer = 0;
     for r in &retransmits {
-        assert_eq!(r["pid"], client_pid, "{r}");
-        assert_eq!(r["comm"], "python3", "{r}");
-        assert_eq!(r["hook_form"], "tracepoint", "{r}");
-        assert_eq!(r["local_addr"], pair.client_addr.as_str(), "{r}");
-        assert_eq!(r["remote_addr"], pair.server_addr.as_str(), "{r}");
-        assert!(["ESTABLISHED", "FIN_WAIT1"].contains(&r["state"].as_str().unwrap()), "{r}");
-        let stack: Vec<&str> = r["stack"].as_array().unwrap().iter().map(|f| function(f.as_str().unwrap())).collect();
-        assert!(stack.contains(&"tcp_retransmit_skb"), "{r}");
-        assert!(!stack.contains(&"[unknown]"), "every frame resolves: {r}");
+        let shown = json(r);
+        assert_eq!(r.origin.pid, client_pid, "{shown}");
+        assert_eq!(r.origin.comm, "python3", "{shown}");
+        assert_eq!(r.origin.hook_form, HookForm::Tracepoint, "{shown}");
+        assert_eq!(r.local_addr.to_string(), pair.client_addr, "{shown}");
+        assert_eq!(r.remote_addr.to_string(), pair.server_addr, "{shown}");
+        assert!(["ESTABLISHED", "FIN_WAIT1"].contains(&&*r.state), "{shown}");
+        let stack: Vec<&str> = r.stack.iter().map(|f| function(f)).collect();
+        assert!(stack.contains(&"tcp_retransmit_skb"), "{shown}");
+        assert!(!stack.contains(&"[unknown]"), "every frame resolves: {shown}");
         timer += usize::from(stack.contains(&"tcp_retransmit_timer"));
     }
     assert!(timer >= 1, "a retransmit timed out (tcp_retransmit_timer): {retransmits:?}");
     // The upload's exchange, as the client saw it, carries them; the
     // server's end retransmitted nothing.
-    let exchange = |role: &str, local_port: u64| {
-        of_type(records, "exchange").find(|r| r["role"] == role && r["local_port"] == local_port).cloned()
+    let exchange = |role: Role, local_port: u16| {
+        exchanges(records)
+            .find(|e| e.role == role && e.local_port == local_port)
+            .unwrap_or_else(|| panic!("no {role:?} exchange: {records:?}"))
     };
-    let client_exchange = exchange("client", client_port).unwrap_or_else(|| panic!("no client exchange: {records:?}"));
-    assert_eq!(client_exchange["target"], "/upload", "{client_exchange}");
-    assert_eq!(client_exchange["status"], 200, "{client_exchange}");
-    assert_eq!(client_exchange["tcp_retransmits"], retransmits.len() as u64, "{client_exchange}");
-    let server_exchange =
-        exchange("server", u64::from(DATA_PORT)).unwrap_or_else(|| panic!("no server exchange: {records:?}"));
-    assert_eq!(server_exchange.get("tcp_retransmits"), None, "{server_exchange}");
+    let client_exchange = exchange(Role::Client, client_port);
+    assert_eq!(client_exchange.target, "/upload", "{}", json(client_exchange));
+    assert_eq!(client_exchange.status, Some(200), "{}", json(client_exchange));
+    assert_eq!(client_exchange.tcp_retransmits as usize, retransmits.len(), "{}", json(client_exchange));
+    let server_exchange = exchange(Role::Server, DATA_PORT);
+    assert_eq!(server_exchange.tcp_retransmits, 0, "{}", json(server_exchange));
 
     // Drops in the server's namespace, nobody else's: nftables' own count,
     // and one per connect and per datagram to the closed ports.
@@ -209,22 +207,25 @@ fn retransmits_and_drops_between_namespaces() {
     assert_eq!(dropped(records, "NETFILTER_DROP", "nft_do_chain", server_ns), nft_dropped, "{records:?}");
     assert_eq!(dropped(records, "NO_SOCKET", "tcp_v4_rcv", server_ns), CLOSED_TRIES, "{records:?}");
     assert_eq!(dropped(records, "NO_SOCKET", "__udp4_lib_rcv", server_ns), CLOSED_TRIES, "{records:?}");
-    for r in of_type(records, "drop") {
-        assert!(r["count"].as_u64().unwrap() >= 1 && r["count"].as_u64() <= r["total"].as_u64(), "{r}");
-        assert_eq!(r["function"].as_str().unwrap(), function(r["location"].as_str().unwrap()), "{r}");
+    for r in drops(records) {
+        assert!(r.count >= 1 && r.count <= r.total, "{}", json(r));
+        assert_eq!(r.function, function(&r.location), "{}", json(r));
     }
 
     // The counts add up: every drop the kernel counted is in a record.
     let summary = run.summary().unwrap();
     check_ledger(summary).unwrap();
-    let drops = &summary["drops"];
-    let recorded: u64 = of_type(records, "drop").filter_map(|r| r["count"].as_u64()).sum();
-    assert_eq!(drops["counted"].as_u64(), Some(recorded), "{drops}");
-    assert_eq!(drops["untracked"], 0);
-    let top = drops["top"].as_array().unwrap();
-    assert!(top.iter().any(|t| t["reason"] == "NO_SOCKET" && t["function"] == "tcp_v4_rcv"), "summary top: {drops}");
-    let retransmit_sensor = summary["sensors"].as_array().unwrap().iter().find(|s| s["sensor"] == "retransmit");
-    assert!(retransmit_sensor.unwrap()["emitted"].as_u64().unwrap() >= retransmits.len() as u64);
+    let drops_summary = summary.drops.as_ref().unwrap_or_else(|| panic!("no drops in the summary: {}", json(summary)));
+    let recorded: u64 = drops(records).map(|r| r.count).sum();
+    assert_eq!(drops_summary.counted, recorded, "{}", json(drops_summary));
+    assert_eq!(drops_summary.untracked, 0);
+    assert!(
+        drops_summary.top.iter().any(|t| &*t.reason == "NO_SOCKET" && t.function == "tcp_v4_rcv"),
+        "summary top: {}",
+        json(drops_summary)
+    );
+    let retransmit_sensor = summary.sensor("retransmit");
+    assert!(retransmit_sensor.unwrap().emitted >= retransmits.len() as u64);
 
     // And as metrics: the client's retransmits on its resource, drops on kscope's.
     assert_eq!(status, "HTTP/1.1 200 OK");

@@ -8,6 +8,7 @@
 
 use std::{collections::HashMap, io::Write as _, process::Command, sync::Mutex, thread, time::Duration};
 
+use kscope_schema::{ExportSummary, StatsRecord};
 use kscope_tests::{
     agent::{Finished, KscopeRun},
     checks::check_ledger,
@@ -15,6 +16,7 @@ use kscope_tests::{
     grpc::{GrpcServer, grpc_client},
     nginx::{Nginx, NginxOptions, free_port},
     otlp::Receiver,
+    records::{self, json},
 };
 use opentelemetry_proto::tonic::{
     collector::metrics::v1::ExportMetricsServiceRequest,
@@ -88,21 +90,26 @@ fn stop(kscope: KscopeRun) -> Finished {
     assert_eq!(finished.exit_code, Some(0), "stderr: {}", finished.stderr);
     let summary = finished.summary().expect("summary");
     check_ledger(summary).unwrap();
-    check_export_ledger(&summary["export"]);
+    check_export_ledger(export_of(summary));
     finished
 }
 
+/// What the summary says the telemetry stage and the exporters did.
+fn export_of(summary: &StatsRecord) -> &ExportSummary {
+    summary.export.as_ref().unwrap_or_else(|| panic!("no export counts in the summary: {}", json(summary)))
+}
+
 /// Every span made is exported, dropped, failed or still queued.
-fn check_export_ledger(export: &serde_json::Value) {
-    let otlp = &export["otlp"];
-    let n = |v: &serde_json::Value| v.as_u64().unwrap_or_else(|| panic!("not a count: {export}"));
-    assert_eq!(n(&export["spans"]["released"]), n(&otlp["spans_offered"]), "{export}");
+fn check_export_ledger(export: &ExportSummary) {
+    let otlp = &export.otlp;
+    let shown = json(export);
+    assert_eq!(export.spans.released, otlp.spans_offered, "{shown}");
     assert_eq!(
-        n(&otlp["spans_offered"]),
-        n(&otlp["spans_exported"]) + n(&otlp["spans_dropped"]) + n(&otlp["spans_failed"]) + n(&otlp["queue_depth"]),
-        "{export}"
+        otlp.spans_offered,
+        otlp.spans_exported + otlp.spans_dropped + otlp.spans_failed + otlp.queue_depth,
+        "{shown}"
     );
-    assert_eq!(n(&export["spans_waiting"]), 0, "{export}");
+    assert_eq!(export.spans_waiting, 0, "{shown}");
 }
 
 fn curl(args: &[&str]) -> u32 {
@@ -177,22 +184,13 @@ fn http_spans_links_and_histograms_reach_a_grpc_collector() {
     let client_counts = histogram_counts(&metrics, "http.client.request.duration");
     assert_eq!(client_counts.get(&i64::from(traced)), Some(&1), "{client_counts:?}");
     assert_eq!(client_counts.get(&i64::from(plain)), Some(&1), "{client_counts:?}");
-    let export = &finished.summary().unwrap()["export"];
-    assert!(export["otlp"]["spans_exported"].as_u64() >= Some(4), "{export}");
-    assert_eq!(export["spans"]["remote_parent"], 2, "{export}");
-    assert_eq!(export["spans"]["same_host_client"], 1, "{export}");
+    let export = export_of(finished.summary().unwrap());
+    assert!(export.otlp.spans_exported >= 4, "{}", json(export));
+    assert_eq!(export.spans.remote_parent, 2, "{}", json(export));
+    assert_eq!(export.spans.same_host_client, 1, "{}", json(export));
     // `--spans` printed the very spans that were exported.
-    let printed: Vec<(String, String, String)> = finished
-        .records
-        .iter()
-        .filter(|r| r["type"] == "span")
-        .map(|r| {
-            (
-                r["trace_id"].as_str().unwrap().to_owned(),
-                r["span_id"].as_str().unwrap().to_owned(),
-                r["name"].as_str().unwrap().to_owned(),
-            )
-        })
+    let printed: Vec<(String, String, String)> = records::spans(&finished.records)
+        .map(|r| (r.trace_id.to_string(), r.span_id.to_string(), r.name.to_string()))
         .collect();
     for (_, span) in spans.iter().filter(|(r, _)| [worker, traced, plain].iter().any(|p| pid_of(r) == i64::from(*p))) {
         let id = (hex(&span.trace_id), hex(&span.span_id), span.name.clone());
@@ -376,12 +374,12 @@ fn collector_down_under_load_drops_counted_spans_then_export_resumes() {
         panic!(
             "{e}: marker {marker}, {} spans received, last {names:?}; summary {}",
             received.len(),
-            finished.summary().unwrap()["export"]
+            json(&finished.summary().unwrap().export)
         )
     });
-    let otlp = &finished.summary().unwrap()["export"]["otlp"];
-    let dropped = otlp["spans_dropped"].as_u64().unwrap();
-    let failed = otlp["spans_failed"].as_u64().unwrap();
+    let otlp = export_of(finished.summary().unwrap()).otlp;
+    let (dropped, failed) = (otlp.spans_dropped, otlp.spans_failed);
+    let otlp = json(&otlp);
     assert!(dropped + failed >= 3200 - 500, "most of 3,200 spans beyond the queue are dropped or failed: {otlp}");
     assert!(dropped > 0, "{otlp}");
     // Bounded: a 500-span queue, not 3,200 spans, whatever the allocator keeps.

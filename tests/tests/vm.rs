@@ -12,18 +12,32 @@
 
 #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
 
-use std::{collections::BTreeSet, path::PathBuf, time::Duration};
+use std::{
+    collections::BTreeSet,
+    net::{IpAddr, Ipv4Addr},
+    path::PathBuf,
+    time::Duration,
+};
 
+use kscope_schema::{
+    CloseDetail, Direction, DropRecord, ExchangeRecord, Fallback, HookForm, ProbeRecord, Record, Rejection,
+    Role::{self, Client, Server},
+    SensorsRecord, SockId, StatsRecord, TcpRecord, Transport, parse_line,
+};
 use kscope_tests::{
     checks::{ClientRun, Exchange, check_exchange, check_ledger, check_program_stats, check_refused},
+    records::{
+        accepts, close_detail, closes, connects, data_events, drops, exchanges, exits, http, json, one, retransmits,
+        summary,
+    },
     vm::{GuestFile, guest_kernels, run_in_guest},
     workspace_root,
 };
-use serde_json::{Value, json};
 
-const FORMS: [&str; 3] = ["kprobe", "fentry", "tracepoint"];
-const PORT: u64 = 8080;
-const CLOSED_PORT: u64 = 8081;
+const FORMS: [HookForm; 3] = [HookForm::Kprobe, HookForm::Fentry, HookForm::Tracepoint];
+const PORT: u16 = 8080;
+const CLOSED_PORT: u16 = 8081;
+const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
 /// Runs in the guest. For each form: start kscope, wait until it reports
 /// its sensors, start nc towards an address that drops its SYNs, fetch a
@@ -125,7 +139,7 @@ fn field<'a>(line: &'a str, key: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no {key} in {line}"))
 }
 
-fn num(line: &str, key: &str) -> u64 {
+fn num<T: std::str::FromStr>(line: &str, key: &str) -> T {
     field(line, key).parse().unwrap_or_else(|_| panic!("{key} is not a number in {line}"))
 }
 
@@ -135,33 +149,18 @@ fn uptime_ns(text: &str) -> u64 {
     s.parse::<u64>().unwrap_or(0) * 1_000_000_000 + cs.parse::<u64>().unwrap_or(0) * 10_000_000
 }
 
-fn programs_of(sensors: &Value) -> Vec<String> {
-    sensors["sensors"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .flat_map(|s| s["programs"].as_array().cloned().unwrap_or_default())
-        .filter_map(|p| p.as_str().map(str::to_owned))
-        .collect()
+fn programs_of<'a>(sensors: &'a SensorsRecord<'static>) -> Vec<&'a str> {
+    sensors.sensors.iter().flat_map(|s| &s.programs).map(String::as_str).collect()
 }
 
 /// Sources of data events per form and direction: the hooked kernel
 /// functions, or the syscalls.
-fn data_sources(form: &str, direction: &str) -> &'static [&'static str] {
+fn data_sources(form: HookForm, direction: Direction) -> &'static [&'static str] {
     match (form, direction) {
-        ("tracepoint", "send") => &["write", "writev", "sendto", "sendmsg", "sendmmsg", "sendfile"],
-        ("tracepoint", _) => &["read", "readv", "recvfrom", "recvmsg", "recvmmsg"],
-        (_, "send") => &["tcp_sendmsg", "tcp_sendpage"],
-        _ => &["tcp_recvmsg"],
-    }
-}
-
-/// Exactly one record of `kind` matching `pred`.
-fn only<'a>(records: &'a [Value], kind: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Result<&'a Value, String> {
-    let found: Vec<&Value> = records.iter().filter(|r| r["type"] == kind && pred(r)).collect();
-    match found.as_slice() {
-        [one] => Ok(one),
-        _ => Err(format!("{} {kind} records for {what}: {found:?}", found.len())),
+        (HookForm::Tracepoint, Direction::Send) => &["write", "writev", "sendto", "sendmsg", "sendmmsg", "sendfile"],
+        (HookForm::Tracepoint, Direction::Recv) => &["read", "readv", "recvfrom", "recvmsg", "recvmmsg"],
+        (_, Direction::Send) => &["tcp_sendmsg", "tcp_sendpage"],
+        (_, Direction::Recv) => &["tcp_recvmsg"],
     }
 }
 
@@ -169,35 +168,77 @@ fn only<'a>(records: &'a [Value], kind: &str, what: &str, pred: impl Fn(&Value) 
 /// expected hook form, from the expected process and source; their byte
 /// counts per direction.
 fn data_totals(
-    records: &[Value],
-    (local_port, remote_port): (u64, u64),
-    pid: u64,
-    form: &str,
+    records: &[Record<'static>],
+    (local_port, remote_port): (u16, u16),
+    pid: u32,
+    form: HookForm,
 ) -> Result<(u64, u64, BTreeSet<String>), String> {
     let (mut sent, mut received, mut sources) = (0, 0, BTreeSet::new());
-    for d in records
-        .iter()
-        .filter(|r| r["type"] == "socket.data" && r["local_port"] == local_port && r["remote_port"] == remote_port)
-    {
-        let direction = d["direction"].as_str().unwrap_or_default();
-        let source = d["source"].as_str().unwrap_or_default();
-        let total = d["total_len"].as_u64().unwrap_or(u64::MAX);
-        let captured = d["captured_len"].as_u64().unwrap_or(u64::MAX);
-        if d["pid"] != pid
-            || d["hook_form"] != form
-            || d["transport"] != "tcp"
-            || !data_sources(form, direction).contains(&source)
-            || captured > total
+    for d in data_events(records).filter(|d| d.local_port == local_port && d.remote_port == remote_port) {
+        if d.origin.pid != pid
+            || d.origin.hook_form != form
+            || d.transport != Transport::Tcp
+            || !data_sources(form, d.direction).contains(&&*d.source)
+            || d.captured_len > d.total_len
         {
-            return Err(format!("unexpected data event (pid {pid}, form {form}): {d}"));
+            return Err(format!("unexpected data event (pid {pid}, form {form}): {}", json(d)));
         }
-        match direction {
-            "send" => sent += total,
-            _ => received += total,
+        match d.direction {
+            Direction::Send => sent += d.total_len,
+            Direction::Recv => received += d.total_len,
         }
-        sources.insert(source.to_owned());
+        sources.insert(d.source.to_string());
     }
     Ok((sent, received, sources))
+}
+
+/// The fields of one end's HTTP exchange that the connection's other
+/// records determine.
+#[derive(Debug, PartialEq)]
+struct HttpFields<'a> {
+    protocol: &'a str,
+    role: Role,
+    method: Option<&'a str>,
+    target: &'a str,
+    status: Option<u32>,
+    request_bytes: u64,
+    response_bytes: u64,
+    comm: &'a str,
+    transport: Transport,
+    local_addr: IpAddr,
+    local_port: u16,
+    peer_addr: IpAddr,
+    peer_port: u16,
+    http_version: Option<&'a str>,
+    host: Option<&'a str>,
+    partial: Option<&'a str>,
+    hook_form: HookForm,
+    sock_id: SockId,
+}
+
+impl<'a> HttpFields<'a> {
+    fn of(e: &'a ExchangeRecord<'static>) -> Self {
+        Self {
+            protocol: e.protocol(),
+            role: e.role,
+            method: e.method.as_deref(),
+            target: &e.target,
+            status: e.status,
+            request_bytes: e.request_bytes,
+            response_bytes: e.response_bytes,
+            comm: &e.origin.comm,
+            transport: e.transport,
+            local_addr: e.local_addr,
+            local_port: e.local_port,
+            peer_addr: e.peer_addr,
+            peer_port: e.peer_port,
+            http_version: http(e).map(|h| &*h.http_version),
+            host: http(e).and_then(|h| h.host.as_deref()),
+            partial: e.partial.as_deref(),
+            hook_form: e.origin.hook_form,
+            sock_id: e.sock_id,
+        }
+    }
 }
 
 /// One wget's request, as both ends' exchange records and data events must
@@ -207,84 +248,95 @@ fn data_totals(
 /// `tcp_sendpage` (before 6.5), which the kprobe and fentry forms must show
 /// as the body's data event (counted, not captured).
 fn check_http(
-    records: &[Value],
+    records: &[Record<'static>],
     header: &str,
-    (client_key, target, status): (&str, &str, u64),
-    form: &str,
+    (client_key, target, status): (&str, &str, u32),
+    form: HookForm,
     sendpage: bool,
 ) -> Result<(), String> {
-    let client_pid = num(header, client_key);
-    let httpd = num(header, "httpd");
+    let client_pid: u32 = num(header, client_key);
+    let httpd: u32 = num(header, "httpd");
     let what = format!("{target} (wget pid {client_pid})");
-    let connect = only(records, "tcp.connect", &what, |r| r["pid"] == client_pid && r["remote_port"] == PORT)?;
-    let client_port = connect["local_port"].as_u64().unwrap_or(0);
-    let accept = only(records, "tcp.accept", &what, |r| r["local_port"] == PORT && r["remote_port"] == client_port)?;
-    let ends = |local: u64, remote: u64| move |r: &Value| r["local_port"] == local && r["remote_port"] == remote;
-    let client_close = only(records, "tcp.close", &what, ends(client_port, PORT))?;
-    let server_close = only(records, "tcp.close", &what, ends(PORT, client_port))?;
-    let client = only(records, "exchange", &format!("client of {what}"), |r| r["pid"] == client_pid)?;
-    let server = only(records, "exchange", &format!("server of {what}"), |r| {
-        r["role"] == "server" && r["local_port"] == PORT && r["peer_port"] == client_port
+    let connect =
+        one(connects(records), "tcp.connect", &what, |r| r.origin.pid == client_pid && r.remote_port == PORT)?;
+    let client_port = connect.local_port;
+    let accept = one(accepts(records), "tcp.accept", &what, |r| r.local_port == PORT && r.remote_port == client_port)?;
+    let ends = |local: u16, remote: u16| move |r: &TcpRecord| r.local_port == local && r.remote_port == remote;
+    let client_close = one(closes(records), "tcp.close", &what, ends(client_port, PORT))?;
+    let server_close = one(closes(records), "tcp.close", &what, ends(PORT, client_port))?;
+    let (client_moved, server_moved) = (close_detail(client_close)?, close_detail(server_close)?);
+    let client = one(exchanges(records), "exchange", &format!("client of {what}"), |r| r.origin.pid == client_pid)?;
+    let server = one(exchanges(records), "exchange", &format!("server of {what}"), |r| {
+        r.role == Server && r.local_port == PORT && r.peer_port == client_port
     })?;
     // busybox httpd forks a child per connection (no exec): the parent
     // accepts, the child reads the request and answers.
-    let server_pid = server["pid"].as_u64().unwrap_or(0);
-    only(records, "process.exit", &format!("httpd child {server_pid}"), |r| {
-        r["pid"] == server_pid && r["ppid"] == httpd && r["comm"] == "httpd"
+    let server_pid = server.origin.pid;
+    one(exits(records), "process.exit", &format!("httpd child {server_pid}"), |r| {
+        r.origin.pid == server_pid && r.ppid == httpd && r.origin.comm == "httpd"
     })?;
-    let expected = |role: &str, end: &Value, close: &Value, (comm, local_port, peer_port): (&str, u64, u64)| {
-        let (sent, received) =
-            (close["bytes_sent"].as_u64().unwrap_or(0), close["bytes_received"].as_u64().unwrap_or(0));
-        let (request, response) = if role == "client" { (sent, received) } else { (received, sent) };
-        json!({
-            "protocol": "http1", "role": role, "method": "GET", "target": target, "status": status,
-            "request_bytes": request, "response_bytes": response, "comm": comm, "transport": "tcp",
-            "local_addr": "127.0.0.1", "local_port": local_port, "peer_addr": "127.0.0.1", "peer_port": peer_port,
-            "http_version": "1.1", "host": format!("127.0.0.1:{PORT}"), "partial": null, "hook_form": form,
-            "sock_id": end["sock_id"],
-        })
+    let host = format!("127.0.0.1:{PORT}");
+    let expected = |role: Role, end: &TcpRecord, moved: CloseDetail, (comm, local_port, peer_port)| {
+        let (sent, received) = (moved.bytes_sent, moved.bytes_received);
+        let (request_bytes, response_bytes) = if role == Client { (sent, received) } else { (received, sent) };
+        HttpFields {
+            protocol: "http1",
+            role,
+            method: Some("GET"),
+            target,
+            status: Some(status),
+            request_bytes,
+            response_bytes,
+            comm,
+            transport: Transport::Tcp,
+            local_addr: LOOPBACK,
+            local_port,
+            peer_addr: LOOPBACK,
+            peer_port,
+            http_version: Some("1.1"),
+            host: Some(&host),
+            partial: None,
+            hook_form: form,
+            sock_id: end.sock_id,
+        }
     };
     let mut problems = Vec::new();
-    for (record, close, want) in [
-        (client, client_close, expected("client", connect, client_close, ("wget", client_port, PORT))),
-        (server, server_close, expected("server", accept, server_close, ("httpd", PORT, client_port))),
+    for (record, moved, want) in [
+        (client, client_moved, expected(Client, connect, client_moved, ("wget", client_port, PORT))),
+        (server, server_moved, expected(Server, accept, server_moved, ("httpd", PORT, client_port))),
     ] {
-        let got = Value::Object(
-            want.as_object().into_iter().flatten().map(|(k, _)| (k.clone(), record[k].clone())).collect(),
-        );
+        let got = HttpFields::of(record);
         if got != want {
-            problems.push(format!("exchange\n  got  {got}\n  want {want}"));
+            problems.push(format!("exchange\n  got  {got:?}\n  want {want:?}"));
         }
-        let duration = record["duration_ns"].as_u64().unwrap_or(0);
-        if duration == 0 || duration > close["duration_ns"].as_u64().unwrap_or(0) {
-            problems.push(format!("exchange duration {duration} outside the connection's: {record}"));
+        let duration = record.duration_ns;
+        if duration == 0 || duration > moved.duration_ns {
+            problems.push(format!("exchange duration {duration} outside the connection's: {}", json(record)));
         }
     }
     // What one end sent, the other received.
-    let bytes = |r: &Value, k: &str| r[k].as_u64().unwrap_or(u64::MAX);
-    if bytes(client, "request_bytes") != bytes(server, "request_bytes")
-        || bytes(client, "response_bytes") != bytes(server, "response_bytes")
-    {
-        problems.push(format!("the two ends disagree on the bytes:\n  {client}\n  {server}"));
+    if (client.request_bytes, client.response_bytes) != (server.request_bytes, server.response_bytes) {
+        problems.push(format!("the two ends disagree on the bytes:\n  {}\n  {}", json(client), json(server)));
     }
-    if client["cgroup_id"] != num(header, "cgroup") {
-        problems.push(format!("client exchange not in the test's cgroup: {client}"));
+    if client.origin.cgroup_id != num::<u64>(header, "cgroup") {
+        problems.push(format!("client exchange not in the test's cgroup: {}", json(client)));
     }
     // The data events behind them: what each end moved, by the expected
     // hooks, adds up to the kernel's byte counts of the connection.
-    for (end, pid, close) in
-        [((client_port, PORT), client_pid, client_close), ((PORT, client_port), server_pid, server_close)]
-    {
+    for (end, pid, close, moved) in [
+        ((client_port, PORT), client_pid, client_close, client_moved),
+        ((PORT, client_port), server_pid, server_close, server_moved),
+    ] {
         match data_totals(records, end, pid, form) {
             Ok((sent, received, sources)) => {
-                let want = (close["bytes_sent"].as_u64().unwrap_or(0), close["bytes_received"].clone());
-                if (sent, json!(received)) != want {
+                if (sent, received) != (moved.bytes_sent, moved.bytes_received) {
                     problems.push(format!(
-                        "data events of pid {pid} sent {sent} and received {received}, close says {close}"
+                        "data events of pid {pid} sent {sent} and received {received}, close says {}",
+                        json(close)
                     ));
                 }
                 // httpd sends a file with sendfile: counted, not captured.
-                if form == "tracepoint" && pid == server_pid && status == 200 && !sources.contains("sendfile") {
+                if form == HookForm::Tracepoint && pid == server_pid && status == 200 && !sources.contains("sendfile") {
                     problems.push(format!("no sendfile among httpd's data events: {sources:?}"));
                 }
                 if sendpage && pid == server_pid && status == 200 && !sources.contains("tcp_sendpage") {
@@ -297,31 +349,42 @@ fn check_http(
     if problems.is_empty() { Ok(()) } else { Err(format!("{what}:\n{}", problems.join("\n"))) }
 }
 
-fn check_form(section: &str, form: &str, sendpage: bool) -> Result<(), String> {
+fn check_form(section: &str, form: HookForm, sendpage: bool) -> Result<(), String> {
     let mut lines = section.lines();
     let header = lines.next().unwrap_or_default();
-    let (json, stderr) = section.split_once("@@stderr").unwrap_or((section, ""));
-    let records: Vec<Value> =
-        json.lines().skip(1).filter(|l| l.starts_with('{')).filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let (output, stderr) = section.split_once("@@stderr").unwrap_or((section, ""));
     let context = || format!("\n[{form}] header: {header}\nstderr: {stderr}");
-    if num(header, "kscope") != 0 || num(header, "wcode") != 0 {
+    if num::<i32>(header, "kscope") != 0 || num::<i32>(header, "wcode") != 0 {
         return Err(format!("kscope or wget failed{}", context()));
     }
     if !header.ends_with("body=hello from busybox httpd under kscope") {
         return Err(format!("wget got the wrong body{}", context()));
     }
-    let sensors =
-        records.first().filter(|r| r["type"] == "sensors").ok_or_else(|| format!("no sensors record{}", context()))?;
-    for s in sensors["sensors"].as_array().into_iter().flatten() {
+    let records = output
+        .lines()
+        .skip(1)
+        .filter(|l| l.starts_with('{'))
+        .map(parse_line)
+        .collect::<Result<Vec<Record<'static>>, _>>()
+        .map_err(|e| format!("{e}{}", context()))?;
+    let Some(Record::Sensors(sensors)) = records.first() else {
+        return Err(format!("no sensors record{}", context()));
+    };
+    for s in &sensors.sensors {
         // The drop sensor has only a tracepoint form: forced onto another,
         // it must stay off and say why.
-        if s["sensor"] == "drops" && form != "tracepoint" {
-            let why = json!([{"form": form, "reason": format!("drops has no {form} form")}]);
-            if s["chosen"] != Value::Null || s["rejected"] != why {
-                return Err(format!("drops forced onto {form} should be off, rejected {why}: {s}{}", context()));
+        if s.sensor == "drops" && form != HookForm::Tracepoint {
+            let why = vec![Rejection { form, reason: format!("drops has no {form} form") }];
+            if s.chosen.is_some() || s.rejected != why {
+                return Err(format!(
+                    "drops forced onto {form} should be off, rejected {}: {}{}",
+                    json(&why),
+                    json(s),
+                    context()
+                ));
             }
-        } else if s["chosen"] != form {
-            return Err(format!("sensor {} is on {} not {form}: {s}{}", s["sensor"], s["chosen"], context()));
+        } else if s.chosen != Some(form) {
+            return Err(format!("sensor {} is on {:?} not {form}: {}{}", s.sensor, s.chosen, json(s), context()));
         }
     }
     let wall_ns = uptime_ns(field(header, "u1")) - uptime_ns(field(header, "u0")) + 20_000_000;
@@ -338,24 +401,23 @@ fn check_form(section: &str, form: &str, sendpage: bool) -> Result<(), String> {
         server_pid: num(header, "httpd"),
         server_comm: "httpd".into(),
         server_port: PORT,
-        addr: "127.0.0.1".into(),
+        addr: LOOPBACK,
         client_sent: None,
         client_received: None,
-        hook_form: form.into(),
+        hook_form: form,
     };
     check_exchange(&records, &exchange).map_err(|e| format!("{e}{}", context()))?;
-    if num(header, "rcode") != 1 {
+    if num::<i32>(header, "rcode") != 1 {
         return Err(format!("wget to a closed port should exit 1{}", context()));
     }
     check_refused(&records, num(header, "refused"), CLOSED_PORT, "wget", form)
         .map_err(|e| format!("{e}{}", context()))?;
-    let summary =
-        records.iter().rev().find(|r| r["type"] == "summary").ok_or_else(|| format!("no summary{}", context()))?;
+    let summary = summary(&records).ok_or_else(|| format!("no summary{}", context()))?;
     check_ledger(summary).map_err(|e| format!("{e}{}", context()))?;
-    if summary["l7"]["parse_errors"] != 0 || summary["l7"]["parser_malformed"] != 0 {
-        return Err(format!("the HTTP parser rejected what it was fed: {}{}", summary["l7"], context()));
+    if summary.l7.parse_errors != 0 || summary.l7.parser_malformed != 0 {
+        return Err(format!("the HTTP parser rejected what it was fed: {}{}", json(&summary.l7), context()));
     }
-    if num(header, "mcode") != 1 {
+    if num::<i32>(header, "mcode") != 1 {
         return Err(format!("wget of a missing page should exit 1{}", context()));
     }
     for run in [("wget", "/index.html", 200), ("missing", "/missing", 404)] {
@@ -367,7 +429,7 @@ fn check_form(section: &str, form: &str, sendpage: bool) -> Result<(), String> {
     // programs, TCP's (wget and httpd use read, write and sendfile).
     let ran: Vec<&str> = programs
         .iter()
-        .map(String::as_str)
+        .copied()
         .filter(|p| !p.starts_with("tcp_accept"))
         .filter(|p| {
             !p.starts_with("data_")
@@ -377,19 +439,19 @@ fn check_form(section: &str, form: &str, sendpage: bool) -> Result<(), String> {
         .collect();
     // nc's SYN retransmits ran the retransmit sensor's program of this form.
     let retransmit_program = match form {
-        "tracepoint" => "tcp_retransmit_tp",
-        "fentry" => "tcp_retransmit_fentry",
-        _ => "tcp_retransmit_kprobe",
+        HookForm::Tracepoint => "tcp_retransmit_tp",
+        HookForm::Fentry => "tcp_retransmit_fentry",
+        HookForm::Kprobe => "tcp_retransmit_kprobe",
     };
     if !ran.contains(&retransmit_program) {
         return Err(format!("{retransmit_program} is not among the attached programs {programs:?}{}", context()));
     }
     check_program_stats(summary, &ran).map_err(|e| format!("{e}{}", context()))?;
     check_retransmits(&records, num(header, "nc"), form).map_err(|e| format!("{e}{}", context()))?;
-    if form == "tracepoint" {
+    if form == HookForm::Tracepoint {
         check_drops(&records, summary).map_err(|e| format!("{e}{}", context()))?;
-    } else if summary.get("drops").is_some_and(|d| !d.is_null()) || records.iter().any(|r| r["type"] == "drop") {
-        return Err(format!("drop counts without the drop sensor: {}{}", summary["drops"], context()));
+    } else if summary.drops.is_some() || drops(&records).next().is_some() {
+        return Err(format!("drop counts without the drop sensor: {}{}", json(&summary.drops), context()));
     }
     // Last: a kscope that missed SIGINT but stopped on SIGTERM wrote all of
     // the above, worth checking too.
@@ -409,26 +471,25 @@ fn function_of(frame: &str) -> &str {
 /// record of nc's socket, on this form, in SYN_SENT, with the kernel stack
 /// through `tcp_retransmit_skb` (or `__tcp_retransmit_skb`, where the
 /// tracepoint sits) from `tcp_retransmit_timer`.
-fn check_retransmits(records: &[Value], nc: u64, form: &str) -> Result<(), String> {
-    let all: Vec<&Value> = records.iter().filter(|r| r["type"] == "tcp.retransmit").collect();
-    let of_nc: Vec<&Value> = all.iter().copied().filter(|r| r["remote_port"] == 9000).collect();
+fn check_retransmits(records: &[Record<'static>], nc: u32, form: HookForm) -> Result<(), String> {
+    let of_nc: Vec<_> = retransmits(records).filter(|r| r.remote_port == 9000).collect();
     if of_nc.is_empty() {
+        let all: Vec<String> = retransmits(records).map(json).collect();
         return Err(format!("no tcp.retransmit record of nc (pid {nc}) to port 9000; all retransmits: {all:?}"));
     }
+    // (Its sock_id is 16 hex digits, or the record would not have parsed.)
     for r in &of_nc {
-        let stack: Vec<&str> =
-            r["stack"].as_array().into_iter().flatten().filter_map(Value::as_str).map(function_of).collect();
+        let stack: Vec<&str> = r.stack.iter().map(|f| function_of(f)).collect();
         let through = stack.iter().any(|f| ["tcp_retransmit_skb", "__tcp_retransmit_skb"].contains(f));
-        if r["pid"] != nc
-            || r["comm"] != "nc"
-            || r["hook_form"] != form
-            || r["state"] != "SYN_SENT"
-            || r["remote_addr"] != "10.99.0.2"
-            || r["sock_id"].as_str().is_none_or(str::is_empty)
+        if r.origin.pid != nc
+            || r.origin.comm != "nc"
+            || r.origin.hook_form != form
+            || r.state != "SYN_SENT"
+            || r.remote_addr != IpAddr::V4(Ipv4Addr::new(10, 99, 0, 2))
             || !through
             || !stack.contains(&"tcp_retransmit_timer")
         {
-            return Err(format!("unexpected retransmit record of nc (pid {nc}, form {form}): {r}"));
+            return Err(format!("unexpected retransmit record of nc (pid {nc}, form {form}): {}", json(r)));
         }
     }
     Ok(())
@@ -436,23 +497,22 @@ fn check_retransmits(records: &[Value], nc: u64, form: &str) -> Result<(), Strin
 
 /// The SYNs that found no socket (wget's to the closed port, nc's to
 /// 10.99.0.2): counted by reason and location, all of them tracked.
-fn check_drops(records: &[Value], summary: &Value) -> Result<(), String> {
-    let drops = &summary["drops"];
-    if drops["untracked"] != 0 || drops["counted"].as_u64().unwrap_or(0) == 0 {
-        return Err(format!("summary drops: {drops}"));
-    }
-    let no_socket = |r: &&Value| {
-        r["reason"] == "NO_SOCKET"
-            && r["function"] == "tcp_v4_rcv"
-            && r["protocol"] == "ipv4"
-            && r["total"].as_u64().unwrap_or(0) >= 1
+fn check_drops(records: &[Record<'static>], summary: &StatsRecord) -> Result<(), String> {
+    let Some(totals) = &summary.drops else {
+        return Err(format!("no drops in the summary: {}", json(summary)));
     };
-    let records: Vec<&Value> = records.iter().filter(|r| r["type"] == "drop").collect();
-    if !records.iter().any(no_socket) {
-        return Err(format!("no NO_SOCKET drop at tcp_v4_rcv among the drop records {records:?}"));
+    if totals.untracked != 0 || totals.counted == 0 {
+        return Err(format!("summary drops: {}", json(totals)));
     }
-    if !drops["top"].as_array().into_iter().flatten().any(|r| no_socket(&r)) {
-        return Err(format!("no NO_SOCKET drop at tcp_v4_rcv in the summary's top drops: {drops}"));
+    let no_socket = |r: &DropRecord| {
+        &*r.reason == "NO_SOCKET" && r.function == "tcp_v4_rcv" && r.protocol == "ipv4" && r.total >= 1
+    };
+    if !drops(records).any(no_socket) {
+        let all: Vec<String> = drops(records).map(json).collect();
+        return Err(format!("no NO_SOCKET drop at tcp_v4_rcv among the drop records {all:?}"));
+    }
+    if !totals.top.iter().any(no_socket) {
+        return Err(format!("no NO_SOCKET drop at tcp_v4_rcv in the summary's top drops: {}", json(totals)));
     }
     Ok(())
 }
@@ -483,9 +543,11 @@ fn run_kernel(label: &str) {
     let (forms, probe) = run.output.split_once("@@probe").unwrap_or((&run.output, ""));
     let sections: Vec<&str> = forms.split("@@form ").skip(1).collect();
     for (form, section) in FORMS.iter().zip(&sections) {
-        if !section.starts_with(form) {
+        if !section.starts_with(form.name()) {
             failures.push(format!("section order: expected {form}, got {}", section.lines().next().unwrap_or("")));
-        } else if let Err(e) = check_form(section, form, sendfile_uses_tcp_sendpage(label) && *form != "tracepoint") {
+        } else if let Err(e) =
+            check_form(section, *form, sendfile_uses_tcp_sendpage(label) && *form != HookForm::Tracepoint)
+        {
             failures.push(e);
         }
     }
@@ -496,31 +558,30 @@ fn run_kernel(label: &str) {
     // (tracepoint for process, tcp and retransmit, fentry for socket_data),
     // and probe finds the other two forms available behind it; drops has
     // no other form.
-    let available = |a: &str, b: &str| json!([{"form": a, "unavailable": null}, {"form": b, "unavailable": null}]);
+    use HookForm::{Fentry, Kprobe, Tracepoint};
+    let available = |forms: &[HookForm]| -> Vec<Fallback> {
+        forms.iter().map(|&form| Fallback { form, unavailable: None }).collect()
+    };
     let expected = [
-        ("process", "tracepoint", available("fentry", "kprobe")),
-        ("tcp", "tracepoint", available("fentry", "kprobe")),
-        ("socket_data", "fentry", available("kprobe", "tracepoint")),
-        ("retransmit", "tracepoint", available("fentry", "kprobe")),
-        ("drops", "tracepoint", json!([])),
+        ("process", Tracepoint, available(&[Fentry, Kprobe])),
+        ("tcp", Tracepoint, available(&[Fentry, Kprobe])),
+        ("socket_data", Fentry, available(&[Kprobe, Tracepoint])),
+        ("retransmit", Tracepoint, available(&[Fentry, Kprobe])),
+        ("drops", Tracepoint, available(&[])),
     ];
-    match serde_json::from_str::<Value>(probe.trim()) {
+    match serde_json::from_str::<ProbeRecord>(probe.trim()) {
         Ok(probe) => {
-            let sensors = probe["sensors"].as_array().cloned().unwrap_or_default();
-            if sensors.len() != expected.len() {
-                failures.push(format!("probe lists {} sensors: {probe}", sensors.len()));
+            if probe.sensors.len() != expected.len() {
+                failures.push(format!("probe lists {} sensors: {}", probe.sensors.len(), json(&probe)));
             }
-            for (s, (name, chosen, fallbacks)) in sensors.iter().zip(&expected) {
-                if s["sensor"] != *name
-                    || s["chosen"] != *chosen
-                    || s["rejected"] != json!([])
-                    || s["fallbacks"] != *fallbacks
+            for (s, (name, chosen, fallbacks)) in probe.sensors.iter().zip(&expected) {
+                if s.sensor != *name || s.chosen != Some(*chosen) || !s.rejected.is_empty() || s.fallbacks != *fallbacks
                 {
-                    failures.push(format!("probe: {s}"));
+                    failures.push(format!("probe: {}", json(s)));
                 }
             }
         }
-        Err(e) => failures.push(format!("probe output is not JSON ({e}): {probe}")),
+        Err(e) => failures.push(format!("probe output is not a probe record ({e}): {probe}")),
     }
     let took = run.boot_and_run.as_secs_f64();
     if failures.is_empty() {
