@@ -2,9 +2,10 @@
 
 use std::path::PathBuf;
 
-use kscope_harness::workspace_root;
-
-use crate::{process, setup};
+use crate::{
+    process::{self, workspace_root},
+    setup,
+};
 
 /// Sets up if needed, builds the release binary (agent/build.rs builds and
 /// embeds the eBPF object) and returns its path.

@@ -18,10 +18,8 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use kscope_harness::workspace_root;
-
 use crate::{
-    process,
+    process::{self, workspace_root},
     setup::{self, FUZZ_TOOLCHAIN},
 };
 

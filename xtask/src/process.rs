@@ -2,10 +2,28 @@
 //! reports its failure, `cargo` from the workspace root, and whether we are
 //! root.
 
-use std::{ffi::OsStr, fs, process::Command};
+use std::{
+    ffi::OsStr,
+    fs,
+    path::{Path, PathBuf},
+    process::Command,
+};
 
 use anyhow::{Context as _, Result, bail};
-use kscope_harness::workspace_root;
+
+/// The workspace root: the parent of xtask's manifest directory as `cargo
+/// run` and `cargo test` tell it at run time, else as it was at build time.
+/// Run time first: with a target directory shared between checkouts, an
+/// xtask binary (or a library such as kscope-harness) built from another
+/// checkout of the same sources counts as fresh, and its compile-time path
+/// names that other checkout.
+pub fn workspace_root() -> PathBuf {
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .filter(|dir| dir.join("Cargo.toml").is_file())
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    manifest_dir.parent().map(Path::to_path_buf).unwrap_or_default()
+}
 
 /// The `cargo` that runs xtask (`CARGO`), else the one on PATH, in the
 /// workspace root.
@@ -63,6 +81,11 @@ fn parse_effective_uid(status: &str) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn workspace_root_is_this_checkout() {
+        assert!(workspace_root().join("xtask/src/process.rs").is_file(), "{}", workspace_root().display());
+    }
 
     #[test]
     fn effective_uid_parsing() {

@@ -145,7 +145,7 @@ mod tests {
     /// Every `--test` a layer names is a test target of the tests crate.
     #[test]
     fn layers_name_existing_test_files() {
-        let dir = kscope_harness::workspace_root().join("tests/tests");
+        let dir = crate::process::workspace_root().join("tests/tests");
         for layer in LAYERS {
             let Run::Cargo(args) = layer.run else { continue };
             for pair in args.windows(2).filter(|p| p[0] == "--test") {

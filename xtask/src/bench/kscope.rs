@@ -13,11 +13,11 @@ use std::{
 
 use anyhow::{Context as _, anyhow, bail, ensure};
 use kscope_harness::send_signal;
-use serde_json::Value;
+use kscope_schema::{ExchangeDetail, Record, Role, SensorsRecord, StatsRecord, parse_line};
 
 use super::{
     DRAIN_TIMEOUT, HostContext, KSCOPE_START_TIMEOUT, KSCOPE_STOP_TIMEOUT,
-    summary::{Summary, parse_forms, parse_summary},
+    summary::{chosen_forms, sensors_record, summary_record},
 };
 
 /// Exchange records in kscope's output: all of them, and the HTTP/1 ones of
@@ -32,11 +32,12 @@ pub(super) struct HttpExchanges {
 }
 
 /// `kscope run --output json --stats-interval 1` writing to a file; killed
-/// (and its files removed) if dropped without [`Kscope::stop`].
+/// (and its files removed) if dropped without [`Kscope::stop_counting`].
 pub(super) struct Kscope {
-    pub(super) child: Child,
-    pub(super) stdout: PathBuf,
-    pub(super) stderr: PathBuf,
+    child: Child,
+    stdout: PathBuf,
+    stderr: PathBuf,
+    /// Each sensor's hook form, from the sensors record.
     pub(super) forms: BTreeMap<String, String>,
 }
 
@@ -58,9 +59,8 @@ impl Kscope {
         let mut kscope = Self { child, stdout, stderr, forms: BTreeMap::new() };
         let deadline = Instant::now() + KSCOPE_START_TIMEOUT;
         loop {
-            if let Some(record) = kscope.first_record()? {
-                ensure!(record["type"] == "sensors", "kscope's first record is not the sensors record: {record}");
-                kscope.forms = parse_forms(&record);
+            if let Some(sensors) = kscope.sensors()? {
+                kscope.forms = chosen_forms(&sensors);
                 return Ok(kscope);
             }
             if let Some(status) = kscope.child.try_wait().context("waiting for kscope")? {
@@ -75,9 +75,9 @@ impl Kscope {
         }
     }
 
-    /// The first complete line of its output, if written yet. Only the head
+    /// The sensors record, once kscope wrote its first line. Only the head
     /// is read: events may already be streaming after it.
-    pub(super) fn first_record(&self) -> anyhow::Result<Option<Value>> {
+    fn sensors(&self) -> anyhow::Result<Option<SensorsRecord<'static>>> {
         let mut head = Vec::new();
         File::open(&self.stdout)
             .and_then(|f| f.take(1 << 20).read_to_end(&mut head))
@@ -86,10 +86,10 @@ impl Kscope {
             return Ok(None);
         };
         let line = String::from_utf8_lossy(&head[..end]);
-        serde_json::from_str(&line).map(Some).with_context(|| format!("kscope's first line is not JSON: {line}"))
+        sensors_record(&line).map(Some).context("kscope's first line")
     }
 
-    pub(super) fn stderr_text(&self) -> String {
+    fn stderr_text(&self) -> String {
         fs::read_to_string(&self.stderr).unwrap_or_default().trim().to_owned()
     }
 
@@ -121,14 +121,14 @@ impl Kscope {
     /// SIGINT (what Ctrl-C does), wait for the exit, and read the summary;
     /// with `port`, also count the exchange records of its output (after it
     /// exited: not in its measured CPU).
-    pub(super) fn stop_counting(mut self, port: Option<u16>) -> anyhow::Result<(Summary, Option<HttpExchanges>)> {
+    pub(super) fn stop_counting(mut self, port: Option<u16>) -> anyhow::Result<(StatsRecord, Option<HttpExchanges>)> {
         send_signal(self.child.id(), 2);
         let status = kscope_harness::wait_timeout(&mut self.child, KSCOPE_STOP_TIMEOUT)?
             .ok_or_else(|| anyhow!("kscope did not exit within {KSCOPE_STOP_TIMEOUT:?} of SIGINT; killed"))?;
         ensure!(status.success(), "kscope exited with {status}: {}", self.stderr_text());
-        let record = last_summary(&self.stdout)?;
+        let summary = last_summary(&self.stdout)?;
         let http = port.map(|port| count_http_exchanges(&self.stdout, port)).transpose()?;
-        Ok((parse_summary(&record)?, http))
+        Ok((summary, http))
     }
 }
 
@@ -161,60 +161,58 @@ pub(super) fn parse_stat_cpu_ticks(stat: &str) -> anyhow::Result<u64> {
     Ok(field(14)? + field(15)?)
 }
 
-/// Exchange records in a JSON-lines file: all, and HTTP/1 ones of `port` by
-/// side. Substring matches on kscope's own serialization (serde_json, no
-/// spaces, field order fixed), so a 100 MB file takes well under a second.
+/// Exchange records in kscope's output: all, and HTTP/1 ones of `port` by
+/// side. Every line is parsed: one that is not a record of kscope's fails
+/// the count, naming the line.
 pub(super) fn count_http_exchanges(path: &Path, port: u16) -> anyhow::Result<HttpExchanges> {
     let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let (local, peer) = (format!("\"local_port\":{port},"), format!("\"peer_port\":{port},"));
     let mut counts = HttpExchanges::default();
-    for line in BufReader::with_capacity(1 << 20, file).split(b'\n') {
+    for (number, line) in BufReader::with_capacity(1 << 20, file).lines().enumerate() {
         let line = line.with_context(|| format!("reading {}", path.display()))?;
-        let Ok(line) = std::str::from_utf8(&line) else { continue };
-        if !line.starts_with("{\"type\":\"exchange\"") {
+        if line.is_empty() {
             continue;
         }
+        let record = parse_line(&line).with_context(|| format!("{} line {}", path.display(), number + 1))?;
+        let Record::Exchange(exchange) = record else { continue };
         counts.all += 1;
-        if !line.contains("\"protocol\":\"http1\"") {
+        if !matches!(exchange.detail, ExchangeDetail::Http1(_)) {
             continue;
         }
-        let side = if line.contains("\"role\":\"client\"") && line.contains(&peer) {
-            &mut counts.client
-        } else if line.contains("\"role\":\"server\"") && line.contains(&local) {
-            &mut counts.server
-        } else {
-            continue;
+        let side = match exchange.role {
+            Role::Client if exchange.peer_port == port => &mut counts.client,
+            Role::Server if exchange.local_port == port => &mut counts.server,
+            _ => continue,
         };
         *side += 1;
-        if line.contains("\"partial\":") {
+        if exchange.partial.is_some() {
             counts.partial += 1;
         }
     }
     Ok(counts)
 }
 
-/// The last "summary" record of a JSON-lines file, reading only its tail
-/// (the file holds every event of the phase before it).
-pub(super) fn last_summary(path: &Path) -> anyhow::Result<Value> {
-    pub(super) const TAIL: u64 = 256 * 1024;
+/// The summary record ending a JSON-lines file, reading only its tail (the
+/// file holds every event of the phase before it).
+pub(super) fn last_summary(path: &Path) -> anyhow::Result<StatsRecord> {
+    const TAIL: u64 = 256 * 1024;
     let mut file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let len = file.metadata().with_context(|| format!("reading metadata of {}", path.display()))?.len();
     file.seek(SeekFrom::Start(len.saturating_sub(TAIL))).with_context(|| format!("seeking in {}", path.display()))?;
     let mut tail = Vec::new();
     file.read_to_end(&mut tail).with_context(|| format!("reading {}", path.display()))?;
-    String::from_utf8_lossy(&tail)
+    let tail = String::from_utf8_lossy(&tail);
+    let line = tail
         .lines()
         .rev()
-        .filter(|line| line.contains("\"summary\""))
-        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-        .find(|record| record["type"] == "summary")
-        .ok_or_else(|| anyhow!("no summary record at the end of {}", path.display()))
+        .find(|line| !line.trim().is_empty())
+        .ok_or_else(|| anyhow!("{} is empty: kscope printed no summary", path.display()))?;
+    summary_record(line).with_context(|| format!("the last line of {}", path.display()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::ScratchDir;
+    use crate::bench::{ScratchDir, summary::fixtures::summary_line};
 
     #[test]
     fn stat_cpu_ticks_skip_odd_comm() {
@@ -222,25 +220,56 @@ mod tests {
         assert_eq!(parse_stat_cpu_ticks(stat).expect("parses"), 12);
     }
 
+    /// An exchange line as kscope prints it.
+    fn exchange(protocol: &str, role: &str, local: u16, peer: u16, extra: &str) -> String {
+        let detail = match protocol {
+            "dns" => r#","dns_id":7,"dns_type":"A","dns_answer_count":0,"dns_addresses":[]"#,
+            _ => r#","http_version":"1.1""#,
+        };
+        format!(
+            r#"{{"type":"exchange","time_unix_nano":1,"hook_form":"tracepoint","protocol":"{protocol}","role":"{role}","method":"GET","target":"/","status":200,"duration_ns":1,"request_bytes":1,"response_bytes":1,"pid":1,"tid":1,"comm":"wrk","cgroup_id":1,"sock_id":"0123456789abcdef","transport":"tcp","local_addr":"127.0.0.1","local_port":{local},"peer_addr":"127.0.0.1","peer_port":{peer}{extra}{detail}}}"#
+        )
+    }
+
+    fn write_lines(dir: &ScratchDir, name: &str, lines: &[String]) -> PathBuf {
+        let path = dir.path().join(name);
+        fs::write(&path, lines.join("\n") + "\n").expect("writes");
+        path
+    }
+
     #[test]
     fn http_exchanges_are_counted_per_side_on_the_port() {
         let dir = ScratchDir::create().expect("scratch dir");
-        let path = dir.path().join("exchanges.jsonl");
-        let exchange = |role: &str, local: u16, peer: u16, extra: &str| {
-            format!(
-                r#"{{"type":"exchange","protocol":"http1","role":"{role}","status":200,"local_port":{local},"peer_addr":"127.0.0.1","peer_port":{peer},"http_version":"1.1"{extra}}}"#
-            )
-        };
         let lines = [
-            r#"{"type":"sensors","sensors":[]}"#.to_owned(),
-            exchange("client", 40000, 8080, ""),
-            exchange("server", 8080, 40000, r#","partial":"no response""#),
-            exchange("client", 40001, 808, ""),
-            r#"{"type":"exchange","protocol":"dns","role":"client","local_port":5353,"peer_port":53,"x":1}"#.to_owned(),
-            r#"{"type":"summary"}"#.to_owned(),
+            r#"{"type":"sensors","time_unix_nano":1,"kernel":"6.18.0","sensors":[]}"#.to_owned(),
+            exchange("http1", "client", 40000, 8080, ""),
+            exchange("http1", "server", 8080, 40000, r#","partial":"no response""#),
+            exchange("http1", "client", 40001, 808, ""),
+            exchange("dns", "client", 5353, 53, ""),
+            summary_line(&[], &[1], 4),
         ];
-        fs::write(&path, lines.join("\n") + "\n").expect("writes");
+        let path = write_lines(&dir, "exchanges.jsonl", &lines);
         let c = count_http_exchanges(&path, 8080).expect("counts");
         assert_eq!((c.all, c.client, c.server, c.partial), (4, 1, 1, 1));
+        assert_eq!(last_summary(&path).expect("has a summary").l7.exchanges, 4);
+    }
+
+    #[test]
+    fn output_that_is_not_kscope_records_is_an_error_naming_the_line() {
+        let dir = ScratchDir::create().expect("scratch dir");
+        // A field renamed in the agent and not here: an error, not a zero.
+        let renamed = exchange("http1", "server", 8080, 40000, "").replace("\"local_port\"", "\"port\"");
+        let path = write_lines(&dir, "renamed.jsonl", &[exchange("http1", "client", 1, 8080, ""), renamed.clone()]);
+        let err = format!("{:#}", count_http_exchanges(&path, 8080).expect_err("line 2 is not an exchange"));
+        assert!(err.contains("renamed.jsonl line 2") && err.contains(&renamed), "{err}");
+
+        // A run that ended without its summary.
+        let path = write_lines(
+            &dir,
+            "no-summary.jsonl",
+            &[summary_line(&[], &[1], 0), exchange("http1", "client", 1, 8080, "")],
+        );
+        let err = format!("{:#}", last_summary(&path).expect_err("the last line is an exchange"));
+        assert!(err.contains("expected kscope's summary record, got a record of type \"exchange\""), "{err}");
     }
 }

@@ -18,7 +18,8 @@
 //!
 //! - [`load`]: the load drivers (wrk, a spawn loop);
 //! - [`kscope`]: `kscope run` as a measured child process;
-//! - [`summary`]: what the report takes from kscope's records;
+//! - [`summary`]: kscope's records read through `kscope_schema`, and what the
+//!   report derives from its summary;
 //! - [`workloads`]: 1 and 2, pairs of phases without and with kscope;
 //! - [`ramp`]: 3, the load ramp;
 //! - [`vm`]: 4 in QEMU guests (the guest runs `vm_pass.sh`);
@@ -41,10 +42,10 @@ use std::{
 };
 
 use anyhow::{Context as _, anyhow, ensure};
-use kscope_harness::{nginx::Nginx, workspace_root};
+use kscope_harness::nginx::Nginx;
 use serde_json::json;
 
-use crate::{build, process};
+use crate::{build, process, process::workspace_root};
 use load::run_wrk;
 use ramp::measure_ramp;
 use report::{HostResults, Report};

@@ -8,6 +8,7 @@ use anyhow::{Context as _, anyhow};
 use super::{
     HostContext,
     load::{Load, LoadResult},
+    summary::SummaryFigures as _,
     workloads::{KscopeMeasure, events_per_s, phase_line, run_phase},
 };
 
@@ -26,8 +27,7 @@ impl RampStep {
 
     /// Every way the ledger can say an event did not make it.
     pub(super) fn lossless(&self) -> bool {
-        let s = &self.kscope.summary;
-        s.lost_events == 0 && s.queue_dropped == 0 && s.emit_failed == 0 && s.decode_errors == 0
+        self.kscope.summary.lossless()
     }
 }
 

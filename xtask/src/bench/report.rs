@@ -3,12 +3,13 @@
 
 use std::collections::BTreeMap;
 
+use kscope_schema::ProgramStats;
 use serde_json::{Value, json};
 
 use super::{
     REPS,
     ramp::RampStep,
-    summary::{L7Counts, ProgramCost, Summary},
+    summary::{SummaryFigures as _, avg_ns, merge_programs, program_json},
     vm::{VM_FORMS, VM_ITERATIONS, VmKernel, vm_pass_order},
     workloads::{Phase, Workload, cpu_percent, events_per_s},
 };
@@ -26,19 +27,18 @@ pub(super) struct Report {
 
 /// Per program over all with-kscope phases of the fixed workloads: runs and
 /// run time are summed, so the average weighs every hit equally.
-pub(super) fn host_program_costs(workloads: &[Workload]) -> Vec<(String, ProgramCost)> {
-    let mut by_program: BTreeMap<(String, String), (String, ProgramCost)> = BTreeMap::new();
+pub(super) fn host_program_costs(workloads: &[Workload]) -> Vec<(String, ProgramStats)> {
+    let mut by_program: BTreeMap<(String, String), (String, Vec<&ProgramStats>)> = BTreeMap::new();
     for (_, k) in workloads.iter().flat_map(Workload::measures) {
         for p in &k.summary.programs {
-            let form = k.forms.get(&p.sensor).cloned().unwrap_or_else(|| "?".into());
-            let entry = by_program
-                .entry((p.sensor.clone(), p.program.clone()))
-                .or_insert_with(|| (form, ProgramCost { run_count: 0, run_time_ns: 0, ..p.clone() }));
-            entry.1.run_count += p.run_count;
-            entry.1.run_time_ns += p.run_time_ns;
+            let form = k.forms.get(p.sensor.as_ref()).cloned().unwrap_or_else(|| "?".into());
+            by_program.entry((p.sensor.to_string(), p.program.clone())).or_insert_with(|| (form, Vec::new())).1.push(p);
         }
     }
-    by_program.into_values().collect()
+    by_program
+        .into_values()
+        .flat_map(|(form, runs)| merge_programs(runs.into_iter()).into_iter().map(move |p| (form.clone(), p)))
+        .collect()
 }
 
 impl Report {
@@ -123,7 +123,7 @@ impl Report {
         for w in &self.host.workloads {
             let startup = median(&w.measures().map(|(_, k)| k.startup_cpu_ns as f64 / 1e6).collect::<Vec<_>>());
             let lost: u64 = w.measures().map(|(_, k)| k.summary.lost_events).sum();
-            let dropped: u64 = w.measures().map(|(_, k)| k.summary.queue_dropped).sum();
+            let dropped: u64 = w.measures().map(|(_, k)| k.summary.ledger.queue_dropped).sum();
             rows.push(row([
                 w.name.to_owned(),
                 opt(w.events_per_s(), 0),
@@ -200,10 +200,10 @@ impl Report {
                     (p.rep + 1).to_string(),
                     format!("{} | {:.0}", opt(base, 0), w.rate(p)),
                     requests.to_string(),
-                    k.summary.l7.map_or("-".into(), |l| l.exchanges.to_string()),
+                    k.summary.l7.exchanges.to_string(),
                     k.http.map_or("-".into(), |h| format!("{} + {}", h.client, h.server)),
                     k.summary.lost_events.to_string(),
-                    k.summary.queue_dropped.to_string(),
+                    k.summary.ledger.queue_dropped.to_string(),
                     format!("{:.1}%", cpu_percent(k.cpu_ns, p.load.wall)),
                     opt(per(k.cpu_ns as f64), 0),
                     opt(per(bpf as f64), 0),
@@ -234,8 +234,8 @@ impl Report {
                 opt(s.result.spawns_per_s, 0),
                 format!("{:.1}%", cpu_percent(s.kscope.cpu_ns, s.result.wall)),
                 k.lost_events.to_string(),
-                k.queue_dropped.to_string(),
-                k.emit_failed.to_string(),
+                k.ledger.queue_dropped.to_string(),
+                k.emit_failed().to_string(),
             ]));
         }
         out += &table(&rows);
@@ -257,8 +257,8 @@ impl Report {
                 s.events_per_s(),
                 s.load.label(),
                 s.kscope.summary.lost_events,
-                s.kscope.summary.queue_dropped,
-                s.kscope.summary.emit_failed
+                s.kscope.summary.ledger.queue_dropped,
+                s.kscope.summary.emit_failed()
             );
         }
 
@@ -266,7 +266,13 @@ impl Report {
         out += &format!("   host, kernel {} (all with-kscope phases of 1.):\n", m["kernel"].as_str().unwrap_or("?"));
         let mut rows = vec![row(["form", "sensor", "program", "runs", "avg ns/run"])];
         for (form, p) in host_program_costs(&self.host.workloads) {
-            rows.push(row([form, p.sensor.clone(), p.program.clone(), p.run_count.to_string(), opt(p.avg_ns(), 0)]));
+            rows.push(row([
+                form,
+                p.sensor.to_string(),
+                p.program.clone(),
+                p.run_count.to_string(),
+                opt(avg_ns(&p), 0),
+            ]));
         }
         out += &indent(&table(&rows));
         for w in &self.host.workloads {
@@ -300,10 +306,10 @@ impl Report {
                         for p in k.programs(form) {
                             rows.push(row([
                                 form.to_owned(),
-                                p.sensor.clone(),
+                                p.sensor.to_string(),
                                 p.program.clone(),
                                 p.run_count.to_string(),
-                                opt(p.avg_ns(), 0),
+                                opt(avg_ns(&p), 0),
                             ]));
                         }
                     }
@@ -338,15 +344,6 @@ impl Report {
     }
 
     pub(super) fn json(&self) -> Value {
-        let summary_json = |s: &Summary| {
-            json!({
-                "events_read": s.events_read, "lost_events": s.lost_events, "queue_dropped": s.queue_dropped,
-                "emit_failed": s.emit_failed, "decode_errors": s.decode_errors, "written": s.written,
-                "bpf_stats_enabled": s.bpf_stats_enabled,
-                "programs": s.programs.iter().map(program_json).collect::<Vec<_>>(),
-                "l7": s.l7.as_ref().map(L7Counts::json),
-            })
-        };
         let phase_json = |p: &Phase| {
             json!({
                 "rep": p.rep,
@@ -359,7 +356,7 @@ impl Report {
                 "spawn_failures": p.load.spawn_failures,
                 "kscope": p.kscope.as_ref().map(|k| json!({
                     "cpu_ns": k.cpu_ns, "startup_cpu_ns": k.startup_cpu_ns, "ns_per_event": k.ns_per_event(),
-                    "events_per_s": events_per_s(k, p.load.wall), "forms": k.forms, "summary": summary_json(&k.summary),
+                    "events_per_s": events_per_s(k, p.load.wall), "forms": k.forms, "summary": k.summary.json(),
                     "drain_s": k.drain.map(|d| d.as_secs_f64()),
                     "http_exchanges_on_nginx_port": k.http.map(|h| json!({
                         "all_exchange_records": h.all, "client": h.client, "server": h.server, "partial": h.partial,
@@ -400,12 +397,12 @@ impl Report {
                 "events_per_s": s.events_per_s(), "lossless": s.lossless(),
                 "connections_per_s": s.result.connections_per_s, "spawns_per_s": s.result.spawns_per_s,
                 "kscope_cpu_percent": cpu_percent(s.kscope.cpu_ns, s.result.wall),
-                "summary": summary_json(&s.kscope.summary),
+                "summary": s.kscope.summary.json(),
             })
         };
         let host_programs: Vec<Value> = host_program_costs(&self.host.workloads)
             .iter()
-            .map(|(form, p)| json!({"form": form, "sensor": p.sensor, "program": p.program, "run_count": p.run_count, "run_time_ns": p.run_time_ns, "avg_ns_per_run": p.avg_ns()}))
+            .map(|(form, p)| json!({"form": form, "sensor": p.sensor, "program": p.program, "run_count": p.run_count, "run_time_ns": p.run_time_ns, "avg_ns_per_run": avg_ns(p)}))
             .collect();
         let vm = self.vm.as_ref().map(|kernels| {
             kernels
@@ -422,7 +419,7 @@ impl Report {
                         })).collect::<Vec<_>>(),
                         "passes": k.passes.iter().map(|f| json!({
                             "form": f.form, "chosen": f.forms, "workload_s": f.workload_s, "problem": f.problem,
-                            "summary": f.summary.as_ref().map(summary_json),
+                            "summary": f.summary.as_ref().map(|s| s.json()),
                         })).collect::<Vec<_>>(),
                     })
                 })
@@ -439,13 +436,6 @@ impl Report {
             "hook_cost": { "host": host_programs, "vm": vm },
         })
     }
-}
-
-pub(super) fn program_json(p: &ProgramCost) -> Value {
-    json!({
-        "sensor": p.sensor, "program": p.program, "run_count": p.run_count,
-        "run_time_ns": p.run_time_ns, "avg_ns_per_run": p.avg_ns(),
-    })
 }
 
 pub(super) fn row<const N: usize>(cells: [impl Into<String>; N]) -> Vec<String> {

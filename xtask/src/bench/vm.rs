@@ -5,9 +5,9 @@ use std::{collections::BTreeMap, fs, path::Path, time::Duration};
 
 use anyhow::Context as _;
 use kscope_harness::vm::{GuestFile, guest_kernels, run_in_guest};
-use serde_json::Value;
+use kscope_schema::{ProgramStats, Record, SensorsRecord, StatsRecord, parse_line};
 
-use super::summary::{ProgramCost, Summary, merge_programs, parse_forms, parse_summary};
+use super::summary::{SummaryFigures as _, chosen_forms, merge_programs};
 
 /// Requests, and spawns, per pass of a hook form in each guest. TCG makes
 /// each one take milliseconds; two passes of 100 keep a boot around a minute
@@ -33,7 +33,7 @@ pub(super) struct VmPass {
     /// Each sensor's chosen form: a sensor that cannot use the forced form
     /// does not run, and its programs are then missing from the table.
     pub(super) forms: BTreeMap<String, String>,
-    pub(super) summary: Option<Summary>,
+    pub(super) summary: Option<StatsRecord>,
     pub(super) workload_s: Option<f64>,
     pub(super) problem: Option<String>,
 }
@@ -49,8 +49,10 @@ pub(super) struct VmKernel {
 
 impl VmKernel {
     /// The programs of `form`, summed over its passes.
-    pub(super) fn programs(&self, form: &str) -> Vec<ProgramCost> {
-        merge_programs(self.passes.iter().filter(|p| p.form == form).filter_map(|p| p.summary.as_ref()))
+    pub(super) fn programs(&self, form: &str) -> Vec<ProgramStats> {
+        merge_programs(
+            self.passes.iter().filter(|p| p.form == form).filter_map(|p| p.summary.as_ref()).flat_map(|s| &s.programs),
+        )
     }
 
     /// Total BPF time of `sensor`'s programs per operation of the workload
@@ -66,7 +68,13 @@ impl VmKernel {
             _ => return None,
         };
         let operations = f64::from(per_pass) * passes as f64;
-        let time: u64 = self.programs(form).iter().filter(|p| p.sensor == sensor).map(|p| p.run_time_ns).sum();
+        let time: u64 = self
+            .passes
+            .iter()
+            .filter(|p| p.form == form)
+            .filter_map(|p| p.summary.as_ref())
+            .map(|s| s.bpf_time_ns(Some(sensor)))
+            .sum();
         (operations > 0.0).then(|| time as f64 / operations)
     }
 }
@@ -130,13 +138,26 @@ pub(super) fn parse_vm_output(label: &str, output: &str) -> VmKernel {
         let header = lines.next().unwrap_or_default();
         let field = |key: &str| header.split_whitespace().find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='));
         let form = header.split_whitespace().next().unwrap_or("?").to_owned();
-        let records: Vec<Value> =
-            lines.filter(|l| l.starts_with('{')).filter_map(|l| serde_json::from_str(l).ok()).collect();
-        let sensors = records.iter().find(|r| r["type"] == "sensors");
-        if let Some(release) = sensors.and_then(|s| s["kernel"].as_str()) {
-            result.release = Some(release.to_owned());
+        // kscope's first line and its summary; a line that is not a record
+        // of kscope's is the pass's problem, naming the line.
+        let mut sensors: Option<SensorsRecord<'static>> = None;
+        let mut summary: Option<StatsRecord> = None;
+        let mut bad_record = None;
+        for line in lines.filter(|l| l.starts_with('{')) {
+            match parse_line(line) {
+                Ok(Record::Sensors(record)) => sensors = Some(record),
+                Ok(Record::Summary(record)) => summary = Some(record),
+                Ok(other) => {
+                    bad_record.get_or_insert_with(|| format!("unexpected {} record: {line}", other.kind()));
+                }
+                Err(err) => {
+                    bad_record.get_or_insert_with(|| err.to_string());
+                }
+            }
         }
-        let summary = records.iter().find(|r| r["type"] == "summary").map(parse_summary);
+        if let Some(sensors) = &sensors {
+            result.release = Some(sensors.kernel.to_string());
+        }
         let workload_s =
             match (field("u0").and_then(|v| v.parse::<f64>().ok()), field("u1").and_then(|v| v.parse::<f64>().ok())) {
                 (Some(u0), Some(u1)) => Some(u1 - u0),
@@ -148,20 +169,15 @@ pub(super) fn parse_vm_output(label: &str, output: &str) -> VmKernel {
         } else if field("wget_failed") != Some("0") {
             problem = Some(format!("{} of {VM_ITERATIONS} wget requests failed", field("wget_failed").unwrap_or("?")));
         }
-        let summary = match summary {
-            Some(Ok(summary)) => Some(summary),
-            Some(Err(err)) => {
-                problem.get_or_insert_with(|| format!("bad summary: {err:#}"));
-                None
-            }
-            None => {
-                problem.get_or_insert_with(|| format!("no summary record: {}", stderr.trim()));
-                None
-            }
-        };
+        if let Some(bad) = bad_record {
+            problem.get_or_insert(bad);
+        }
+        if summary.is_none() {
+            problem.get_or_insert_with(|| format!("no summary record: {}", stderr.trim()));
+        }
         result.passes.push(VmPass {
             form,
-            forms: sensors.map(parse_forms).unwrap_or_default(),
+            forms: sensors.as_ref().map(chosen_forms).unwrap_or_default(),
             summary,
             workload_s,
             problem,
@@ -178,32 +194,40 @@ pub(super) fn parse_vm_output(label: &str, output: &str) -> VmKernel {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bench::summary::{avg_ns, fixtures::summary_line};
+
+    const SENSORS: &str = r#"{"type":"sensors","time_unix_nano":1,"kernel":"6.1.0-test","sensors":[{"sensor":"process","description":"d","chosen":"kprobe","rejected":[],"programs":["process_exec_kp"],"hooks":[],"degraded":null,"fallbacks":[]}]}"#;
+
+    fn pass(form: &str, u0: &str, u1: &str, records: &[String]) -> String {
+        format!("@@form {form} kscope=0 wget_failed=0 u0={u0} u1={u1}\n{}\n@@stderr\n", records.join("\n"))
+    }
 
     #[test]
     fn vm_passes_are_parsed_and_merged_per_form() {
-        let summary = |runs: u64, ns: u64| {
-            format!(
-                r#"{{"type":"summary","bpf_stats_enabled":true,"lost_events":0,"programs":[{{"sensor":"process","program":"process_exec_kp","run_count":{runs},"run_time_ns":{ns}}}],"sensors":[],"ledger":{{"read_per_cpu":[1],"lost_per_cpu":[0],"decoded":1,"decode_errors":0,"queue_dropped":0,"written":1}}}}"#
-            )
-        };
-        let sensors = r#"{"type":"sensors","kernel":"6.1.0-test","sensors":[{"sensor":"process","chosen":"kprobe"}]}"#;
-        let output = format!(
-            "@@form kprobe kscope=0 wget_failed=0 u0=1.50 u1=3.00\n{sensors}\n{}\n@@stderr\n\
-             @@form kprobe kscope=0 wget_failed=0 u0=5.00 u1=6.00\n{sensors}\n{}\n@@stderr\n",
-            summary(10, 5000),
-            summary(30, 3000)
-        );
+        let summary = |runs: u64, ns: u64| summary_line(&[("process", "process_exec_kp", runs, ns)], &[1], 0);
+        let output = pass("kprobe", "1.50", "3.00", &[SENSORS.to_owned(), summary(10, 5000)])
+            + &pass("kprobe", "5.00", "6.00", &[SENSORS.to_owned(), summary(30, 3000)]);
         let k = parse_vm_output("debian-6.1", &output);
         assert_eq!(k.release.as_deref(), Some("6.1.0-test"));
         assert_eq!(k.passes.len(), 2);
         assert_eq!(k.passes[0].workload_s, Some(1.5));
+        assert_eq!(k.passes[0].forms.get("process").map(String::as_str), Some("kprobe"));
         assert!(k.passes.iter().all(|p| p.problem.is_none()));
         let merged = k.programs("kprobe");
-        assert_eq!((merged[0].run_count, merged[0].avg_ns()), (40, Some(200.0)));
+        assert_eq!((merged[0].run_count, avg_ns(&merged[0])), (40, Some(200.0)));
         let spawns = f64::from(2 * 2 * VM_ITERATIONS);
         assert_eq!(k.ns_per_operation("kprobe", "process"), Some(8000.0 / spawns));
         assert_eq!(k.ns_per_operation("fentry", "process"), None);
         assert!(k.error.is_some(), "fentry and tracepoint passes are missing");
+    }
+
+    #[test]
+    fn a_guest_record_that_does_not_parse_is_the_pass_problem() {
+        let broken = summary_line(&[], &[1], 0).replace("\"ledger\"", "\"book\"");
+        let k = parse_vm_output("debian-6.12", &pass("fentry", "1", "2", &[SENSORS.to_owned(), broken.clone()]));
+        let problem = k.passes[0].problem.as_deref().unwrap_or_default();
+        assert!(problem.contains("not a kscope record") && problem.contains(&broken), "{problem}");
+        assert!(k.passes[0].summary.is_none());
     }
 
     #[test]

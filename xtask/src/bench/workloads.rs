@@ -5,6 +5,7 @@
 use std::{collections::BTreeMap, thread, time::Duration};
 
 use anyhow::Context as _;
+use kscope_schema::StatsRecord;
 use serde_json::{Value, json};
 
 use super::{
@@ -12,7 +13,7 @@ use super::{
     kscope::{HttpExchanges, Kscope},
     load::{Load, LoadResult, run_load},
     report::median,
-    summary::Summary,
+    summary::SummaryFigures as _,
 };
 
 /// One measured phase of a workload.
@@ -31,7 +32,7 @@ pub(super) struct KscopeMeasure {
     pub(super) cpu_ns: u64,
     /// utime + stime from exec to the end of settling.
     pub(super) startup_cpu_ns: u64,
-    pub(super) summary: Summary,
+    pub(super) summary: StatsRecord,
     /// Each sensor's hook form, from the sensors record.
     pub(super) forms: BTreeMap<String, String>,
     /// How long after the load kscope's CPU kept growing (work it had
@@ -43,7 +44,7 @@ pub(super) struct KscopeMeasure {
 
 impl KscopeMeasure {
     pub(super) fn ns_per_event(&self) -> Option<f64> {
-        (self.summary.events_read > 0).then(|| self.cpu_ns as f64 / self.summary.events_read as f64)
+        (self.summary.events_read() > 0).then(|| self.cpu_ns as f64 / self.summary.events_read() as f64)
     }
 }
 
@@ -137,13 +138,7 @@ impl Workload {
         let mut time = 0u64;
         let mut operations = 0.0;
         for (phase, k) in self.measures() {
-            time += k
-                .summary
-                .programs
-                .iter()
-                .filter(|p| sensor.is_none_or(|s| p.sensor == s))
-                .map(|p| p.run_time_ns)
-                .sum::<u64>();
+            time += k.summary.bpf_time_ns(sensor);
             operations += self.operations(phase);
         }
         (operations > 0.0).then(|| time as f64 / operations)
@@ -162,7 +157,7 @@ impl Workload {
         let mut t = L7Totals::default();
         for (p, k) in self.measures() {
             let s = &k.summary;
-            let l7 = s.l7.unwrap_or_default();
+            let l7 = &s.l7;
             let http = k.http.unwrap_or_default();
             t.phases += 1;
             t.requests += p.load.wrk_requests;
@@ -175,9 +170,9 @@ impl Workload {
             t.parse_errors += l7.parse_errors;
             t.unpaired_dropped += l7.parser_unpaired_dropped;
             t.lost_events += s.lost_events;
-            t.queue_dropped += s.queue_dropped;
-            t.emit_failed += s.emit_failed;
-            t.events_read += s.events_read;
+            t.queue_dropped += s.ledger.queue_dropped;
+            t.emit_failed += s.emit_failed();
+            t.events_read += s.events_read();
         }
         Some(t)
     }
@@ -225,7 +220,7 @@ impl L7Totals {
 }
 
 pub(super) fn events_per_s(k: &KscopeMeasure, wall: Duration) -> f64 {
-    k.summary.events_read as f64 / wall.as_secs_f64().max(1e-9)
+    k.summary.events_read() as f64 / wall.as_secs_f64().max(1e-9)
 }
 
 pub(super) fn cpu_percent(cpu_ns: u64, wall: Duration) -> f64 {
@@ -334,15 +329,14 @@ pub(super) fn phase_line(phase: &Phase) -> String {
     if let Some(k) = &phase.kscope {
         parts.push(format!(
             "kscope read {} events ({:.0}/s), lost {}, queue-dropped {}, CPU {:.1}%",
-            k.summary.events_read,
+            k.summary.events_read(),
             events_per_s(k, phase.load.wall),
             k.summary.lost_events,
-            k.summary.queue_dropped,
+            k.summary.ledger.queue_dropped,
             cpu_percent(k.cpu_ns, phase.load.wall)
         ));
-        if let Some(l7) = &k.summary.l7 {
-            parts.push(format!("{} exchanges, {} parse errors", l7.exchanges, l7.parse_errors));
-        }
+        let l7 = &k.summary.l7;
+        parts.push(format!("{} exchanges, {} parse errors", l7.exchanges, l7.parse_errors));
         if let Some(http) = &k.http {
             parts.push(format!("HTTP/1 exchanges on nginx's port: {} client + {} server", http.client, http.server));
         }
