@@ -111,10 +111,16 @@ mod tests {
         for name in ["setup", "build", "run", "test", "fuzz", "bench"] {
             assert!(names.iter().any(|n| n == name), "no `{name}` command");
         }
+        assert!(help(&["setup", "--help"]).contains("--dry-run"));
     }
 
     #[test]
-    fn test_flags_parse() {
+    fn setup_dry_run_and_test_flags_parse() {
+        let Cmd::Setup(args) = Cli::try_parse_from(["cargo xtask", "setup", "--dry-run"]).expect("parses").command
+        else {
+            panic!("not setup")
+        };
+        assert!(args.dry_run);
         let Cmd::Test(args) =
             Cli::try_parse_from(["cargo xtask", "test", "--no-vm", "--no-fuzz"]).expect("parses").command
         else {
