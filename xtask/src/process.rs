@@ -5,24 +5,16 @@
 use std::{
     ffi::OsStr,
     fs,
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::Command,
 };
 
 use anyhow::{Context as _, Result, bail};
 
-/// The workspace root: the parent of xtask's manifest directory as `cargo
-/// run` and `cargo test` tell it at run time, else as it was at build time.
-/// Run time first: with a target directory shared between checkouts, an
-/// xtask binary (or a library such as kscope-harness) built from another
-/// checkout of the same sources counts as fresh, and its compile-time path
-/// names that other checkout.
+/// The workspace root, found as the tests find it (run-time manifest
+/// directory first; see `kscope_harness::workspace_root`).
 pub fn workspace_root() -> PathBuf {
-    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
-        .map(PathBuf::from)
-        .filter(|dir| dir.join("Cargo.toml").is_file())
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
-    manifest_dir.parent().map(Path::to_path_buf).unwrap_or_default()
+    kscope_harness::workspace_root()
 }
 
 /// The `cargo` that runs xtask (`CARGO`), else the one on PATH, in the

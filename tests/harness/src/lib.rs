@@ -16,9 +16,18 @@ use std::{
 
 use anyhow::Context as _;
 
-/// The workspace root (tests/harness sits two levels below it).
+/// The workspace root: the nearest directory holding `Cargo.lock` above the
+/// running package's manifest directory (cargo sets `CARGO_MANIFEST_DIR`
+/// when it runs a test or `cargo run`), else above this crate's at build
+/// time. Run time comes first because cargo hashes path packages relative
+/// to their workspace, so a copy of the repository sharing a target
+/// directory can be handed this crate built in another checkout, whose
+/// build-time path names that checkout.
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).ancestors().nth(2).map(Path::to_path_buf).unwrap_or_default()
+    let running =
+        std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from).filter(|dir| dir.join("Cargo.toml").is_file());
+    let start = running.unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    start.ancestors().find(|dir| dir.join("Cargo.lock").is_file()).map(Path::to_path_buf).unwrap_or(start)
 }
 
 /// Waits for `child` up to `timeout`; `None` when the timeout passed, after
