@@ -52,20 +52,34 @@ fn main() {
     println!("cargo:rustc-env=KSCOPE_PROBES_OBJECT={}", object.display());
 }
 
-/// What of the eBPF toolchain is missing, if anything.
+/// What of the eBPF toolchain is missing, if anything. A tool counts only
+/// if it runs (`--version`): a file left by a removed package, or a broken
+/// one, must stub the build like a missing one, not fail it.
 fn missing_toolchain(cargo_bin: &Path) -> Option<String> {
-    let mut missing: Vec<String> = [(DEBIAN_RUSTC, "rustc-web"), (DEBIAN_CARGO, "cargo-web")]
-        .into_iter()
-        .filter(|(tool, _)| !Path::new(tool).exists())
-        .map(|(tool, package)| format!("{tool} (Debian's {package})"))
+    let linker = std::iter::once(cargo_bin.join("bpf-linker"))
+        .chain(env::var_os("PATH").iter().flat_map(env::split_paths).map(|dir| dir.join("bpf-linker")))
+        .find(|path| path.is_file())
+        .unwrap_or_else(|| PathBuf::from("bpf-linker"));
+    let tools = [
+        (PathBuf::from(DEBIAN_RUSTC), "Debian's rustc-web"),
+        (PathBuf::from(DEBIAN_CARGO), "Debian's cargo-web"),
+        (linker, "cargo install bpf-linker"),
+    ];
+    let missing: Vec<String> = tools
+        .iter()
+        .filter(|(tool, _)| !runs(tool))
+        .map(|(tool, from)| format!("{} ({from})", tool.display()))
         .collect();
-    let on_path = env::var_os("PATH")
-        .map(|path| env::split_paths(&path).any(|dir| dir.join("bpf-linker").is_file()))
-        .unwrap_or(false);
-    if !cargo_bin.join("bpf-linker").is_file() && !on_path {
-        missing.push("bpf-linker".into());
-    }
     (!missing.is_empty()).then(|| missing.join(", "))
+}
+
+fn runs(tool: &Path) -> bool {
+    Command::new(tool)
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
 }
 
 /// An empty object in place of the kernel programs, and a linker script
@@ -74,7 +88,7 @@ fn missing_toolchain(cargo_bin: &Path) -> Option<String> {
 /// worked. Libraries and their tests are unaffected.
 fn stub(object: &Path, out_dir: &Path, missing: &str) {
     let message = format!(
-        "kscope's kernel programs are not built ({missing} missing): run `cargo xtask setup`, then build again"
+        "kscope's kernel programs are not built ({missing}: missing or not running): run `cargo xtask setup`, then build again"
     );
     if let Err(err) = std::fs::write(object, b"") {
         fail(&format!("cannot write {}: {err}", object.display()));
