@@ -2,12 +2,7 @@
 //! reports its failure, `cargo` from the workspace root, and whether we are
 //! root.
 
-use std::{
-    ffi::OsStr,
-    fs,
-    path::PathBuf,
-    process::Command,
-};
+use std::{ffi::OsStr, fs, path::PathBuf, process::Command};
 
 use anyhow::{Context as _, Result, bail};
 

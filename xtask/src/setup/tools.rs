@@ -154,6 +154,20 @@ pub(super) fn parse_bpf_linker_version(output: &str) -> Option<&str> {
     Some(version.strip_prefix('v').unwrap_or(version))
 }
 
+/// `cargo install` of a host tool: rustup's `cargo` from PATH, not
+/// Debian's, without the kernel-side build environment or flags meant for
+/// the workspace that xtask may run with, and away from the workspace so
+/// its .cargo/config.toml and rust-toolchain file do not apply either.
+fn cargo_install() -> Command {
+    let mut cmd = Command::new("cargo");
+    cmd.arg("install");
+    for var in ["RUSTC", "RUSTC_BOOTSTRAP", "RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO_BUILD_TARGET"] {
+        cmd.env_remove(var);
+    }
+    cmd.current_dir("/");
+    cmd
+}
+
 /// `cargo install`s bpf-linker against LLVM 22 (replacing a wrong or
 /// broken copy), then checks that it runs.
 pub(super) fn install_bpf_linker() -> Result<()> {
@@ -162,25 +176,14 @@ pub(super) fn install_bpf_linker() -> Result<()> {
     }
 
     let path = env::var_os("PATH").unwrap_or_default();
-    // rustup's `cargo` from PATH, not Debian's: bpf-linker is an ordinary host tool.
-    let mut cmd = Command::new("cargo");
-    cmd.args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION])
+    let mut cmd = cargo_install();
+    cmd.args(["bpf-linker", "--version", BPF_LINKER_VERSION])
         .args(["--no-default-features", "--features", "llvm-22"])
         // Replaces a wrong or broken copy that cargo would otherwise consider
         // already installed; we only get here when the current one is unusable.
         .arg("--force")
         .env("PATH", path_with_first(Some(&Path::new(LLVM_PREFIX).join("bin")), &path))
-        .env("LLVM_PREFIX", LLVM_PREFIX)
-        // xtask may run with the kernel-side build environment or flags meant
-        // for the workspace; none of them apply to a host tool.
-        .env_remove("RUSTC")
-        .env_remove("RUSTC_BOOTSTRAP")
-        .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .env_remove("CARGO_BUILD_TARGET")
-        // Away from the workspace, so its .cargo/config.toml and
-        // rust-toolchain file do not apply either.
-        .current_dir("/");
+        .env("LLVM_PREFIX", LLVM_PREFIX);
     println!(
         "setup:   PATH={LLVM_PREFIX}/bin:$PATH LLVM_PREFIX={LLVM_PREFIX} cargo {}",
         cmd.get_args().map(OsStr::to_string_lossy).collect::<Vec<_>>().join(" ")
@@ -288,14 +291,8 @@ pub(super) fn probe_cargo_fuzz() -> ToolState {
 
 /// `cargo install`s the pinned cargo-fuzz, then checks that it runs.
 pub(super) fn install_cargo_fuzz() -> Result<()> {
-    let mut cmd = Command::new("cargo");
-    cmd.args(["install", "cargo-fuzz", "--version", CARGO_FUZZ_VERSION, "--locked", "--force"])
-        .env_remove("RUSTC")
-        .env_remove("RUSTC_BOOTSTRAP")
-        .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .env_remove("CARGO_BUILD_TARGET")
-        .current_dir("/");
+    let mut cmd = cargo_install();
+    cmd.args(["cargo-fuzz", "--version", CARGO_FUZZ_VERSION, "--locked", "--force"]);
     println!("setup:   {}", describe(&cmd));
     exec(&mut cmd)?;
     match probe_cargo_fuzz() {
