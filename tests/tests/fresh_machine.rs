@@ -43,7 +43,10 @@ struct FreshMachine {
 
 impl FreshMachine {
     fn new() -> Self {
-        assert!(is_root(), "the fresh-machine test needs root (unshare -m, bind mounts): run it with `cargo xtask test`");
+        assert!(
+            is_root(),
+            "the fresh-machine test needs root (unshare -m, bind mounts): run it with `cargo xtask test`"
+        );
         let base = workspace_root().join("target/fresh-machine");
         let repo = base.join("repo");
         copy_repository(&workspace_root(), &repo);
@@ -174,7 +177,12 @@ fn home() -> PathBuf {
 fn is_root() -> bool {
     fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Uid:")).and_then(|ids| ids.split_whitespace().nth(1)).map(|e| e == "0"))
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|ids| ids.split_whitespace().nth(1))
+                .map(|e| e == "0")
+        })
         .unwrap_or(false)
 }
 
