@@ -192,7 +192,11 @@ struct ScratchDir(PathBuf);
 
 impl ScratchDir {
     fn create() -> anyhow::Result<Self> {
-        let path = std::env::temp_dir().join(format!("kscope-bench-{}", std::process::id()));
+        // One per call: unit tests make several at once in one process, and
+        // each removes its own when dropped.
+        static MADE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("kscope-bench-{}-{n}", std::process::id()));
         fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
         Ok(Self(path))
     }
