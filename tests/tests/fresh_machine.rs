@@ -26,6 +26,7 @@ use std::{
     process::{Command, Output},
 };
 
+use kscope_harness::is_root;
 use kscope_tests::workspace_root;
 
 /// What setup installs that the first commands must do without.
@@ -172,18 +173,6 @@ fn copy_repository(from: &Path, to: &Path) {
 
 fn home() -> PathBuf {
     std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/root"))
-}
-
-fn is_root() -> bool {
-    fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Uid:"))
-                .and_then(|ids| ids.split_whitespace().nth(1))
-                .map(|e| e == "0")
-        })
-        .unwrap_or(false)
 }
 
 fn tail(bytes: &[u8], lines: usize) -> String {

@@ -2,7 +2,7 @@
 //! reports its failure, `cargo` from the workspace root, and whether we are
 //! root.
 
-use std::{ffi::OsStr, fs, path::PathBuf, process::Command};
+use std::{ffi::OsStr, path::PathBuf, process::Command};
 
 use anyhow::{Context as _, Result, bail};
 
@@ -45,25 +45,7 @@ pub fn last_line(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_owned()
 }
 
-/// Whether the effective uid is 0: from /proc (no libc needed), else from
-/// `id -u`.
-pub fn is_root() -> Result<bool> {
-    if let Some(uid) = fs::read_to_string("/proc/self/status").ok().as_deref().and_then(parse_effective_uid) {
-        return Ok(uid == 0);
-    }
-    let mut cmd = Command::new("id");
-    cmd.arg("-u");
-    let out = cmd.output().with_context(|| format!("could not run `{}` to check for root", describe(&cmd)))?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let uid: u32 =
-        text.trim().parse().with_context(|| format!("`{}` printed {:?}, not a uid", describe(&cmd), text.trim()))?;
-    Ok(uid == 0)
-}
-
-/// The effective uid from /proc/self/status ("Uid: real effective saved fs").
-fn parse_effective_uid(status: &str) -> Option<u32> {
-    status.lines().find_map(|l| l.strip_prefix("Uid:"))?.split_whitespace().nth(1)?.parse().ok()
-}
+pub use kscope_harness::is_root;
 
 #[cfg(test)]
 mod tests {
@@ -72,14 +54,6 @@ mod tests {
     #[test]
     fn workspace_root_is_this_checkout() {
         assert!(workspace_root().join("xtask/src/process.rs").is_file(), "{}", workspace_root().display());
-    }
-
-    #[test]
-    fn effective_uid_parsing() {
-        let status = "Name:\tcat\nUmask:\t0022\nUid:\t1000\t0\t0\t0\nGid:\t1000\t1000\t1000\t1000\n";
-        assert_eq!(parse_effective_uid(status), Some(0));
-        assert_eq!(parse_effective_uid("Uid:\t0\t1000\t1000\t1000\n"), Some(1000));
-        assert_eq!(parse_effective_uid("Name:\tcat\n"), None);
     }
 
     #[test]

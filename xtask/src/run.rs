@@ -6,7 +6,7 @@ use crate::{build, process};
 
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     let binary = build::build()?;
-    let mut cmd = if process::is_root()? {
+    let mut cmd = if process::is_root() {
         Command::new(&binary)
     } else {
         let mut sudo = Command::new("sudo");

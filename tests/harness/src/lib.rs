@@ -51,6 +51,15 @@ pub fn wait_timeout(child: &mut Child, timeout: Duration) -> anyhow::Result<Opti
 unsafe extern "C" {
     #[link_name = "kill"]
     fn libc_kill(pid: i32, sig: i32) -> i32;
+    #[link_name = "geteuid"]
+    fn libc_geteuid() -> u32;
+}
+
+/// Whether this process runs as root (effective uid 0): installing,
+/// mounting and loading eBPF programs need it.
+pub fn is_root() -> bool {
+    // SAFETY: geteuid(2) takes nothing and cannot fail.
+    unsafe { libc_geteuid() == 0 }
 }
 
 /// kill(2): e.g. SIGINT (2) for what Ctrl-C does, SIGTERM (15).

@@ -84,7 +84,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 pub fn bench(opts: &BenchOptions) -> anyhow::Result<()> {
     ensure!(opts.seconds >= 1, "--seconds must be at least 1");
     ensure!(
-        process::is_root()?,
+        process::is_root(),
         "bench needs root: kscope loads eBPF programs (run it as root, e.g. `sudo cargo xtask bench`)"
     );
     for (tool, package) in [("nginx", "nginx-light"), ("wrk", "wrk"), ("getconf", "libc-bin")] {
