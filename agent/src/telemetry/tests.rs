@@ -209,6 +209,29 @@ fn a_server_end_completing_after_its_client_still_joins_its_trace() {
 }
 
 #[test]
+fn a_client_whose_send_returned_after_the_answer_still_joins_its_trace() {
+    let mut t = telemetry();
+    // The client's sendmsg delivered the request, then its thread was
+    // preempted: the server received, answered and returned before the
+    // client's send did.
+    let server = http(Role::Server, NGINX, NGINX, "/", Some(200), (2_000, 2_400));
+    let client = client_of(&server, CURL, (2_500, 2_600));
+    // A later request on the same connection is not this server span's client.
+    let later = client_of(&server, CURL, (2_700, 2_900));
+    t.on_exchange(&server);
+    t.on_exchange(&client);
+    t.on_exchange(&later);
+    let spans = drain(&mut t, 2_900);
+    assert_eq!(spans.len(), 3);
+    let s_span = by_name(&spans, "GET /", SpanKind::Server);
+    let clients = spans.iter().map(|s| &s.span).filter(|s| s.kind == SpanKind::Client as i32);
+    let c_span = clients.min_by_key(|s| s.start_time_unix_nano).unwrap();
+    assert_eq!(s_span.trace_id, c_span.trace_id);
+    assert_eq!(s_span.parent_span_id, c_span.span_id);
+    assert_eq!(t.link_counts().same_host_client, 1);
+}
+
+#[test]
 fn unmatched_spans_start_traces_when_their_wait_ends() {
     let mut t = telemetry();
     let server = http(Role::Server, NGINX, NGINX, "/", Some(200), (2_000, 3_000));
