@@ -11,6 +11,7 @@ pub mod links;
 pub mod metrics;
 pub mod resource;
 pub mod routes;
+pub mod sampling;
 pub mod semconv;
 pub mod trace_context;
 
